@@ -1,0 +1,305 @@
+"""The records users see: `Memory`, `MemoryIn` (validated input), `Hit`,
+`BatchResult`, `Stats`, and the lifecycle's `Plan`/`Action`/`JobReport`.
+
+Validation happens once, here, at the edge; everything behind it trusts
+its input. Stored records are rebuilt with ``model_construct`` (no second
+validation on the read path).
+
+>>> m = MemoryIn(text="likes tea", namespace="user:alice")
+>>> m.kind, m.importance
+('episodic', 0.5)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from tiermem.errors import TierMemError, ValidationError
+
+Kind = Literal["episodic", "semantic", "procedural"]
+TierName = Literal["l1", "l2", "l3"]
+KINDS: tuple[Kind, ...] = ("episodic", "semantic", "procedural")
+TIERS: tuple[TierName, ...] = ("l1", "l2", "l3")  # hot to cold
+
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/=+-]{0,199}$")
+NAMESPACE_HELP = (
+    "1-200 characters from A-Z a-z 0-9 _ . : @ / = + -, starting with a letter or digit"
+)
+MAX_TEXT_BYTES = 32_768
+MAX_METADATA_BYTES = 16_384
+MAX_METADATA_KEY = 128
+
+
+def _to_vector(value: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("must be a sequence of numbers") from exc
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"must be a non-empty 1-d vector, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("must not contain NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+Vector = Annotated[np.ndarray, PlainSerializer(lambda v: v.tolist(), return_type=list)]
+
+
+def check_namespace(ns: str) -> str:
+    """Return `ns` if it is a safe namespace, else raise ValidationError."""
+    if not isinstance(ns, str) or not NAMESPACE_RE.match(ns):
+        raise ValidationError(f"must be {NAMESPACE_HELP} (got {ns!r})", field="namespace")
+    return ns
+
+
+def _check_scalar(key: str, value: Any) -> None:
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"value of {key!r} must be a finite number")
+        return
+    raise ValueError(
+        f"value of {key!r} must be str, int, float, bool, null or a list of those, "
+        f"not {type(value).__name__}"
+    )
+
+
+def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+    """Validate flat JSON metadata; returns it unchanged or raises ValueError."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"must be a flat JSON object (a dict), not {type(meta).__name__}")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"keys must be non-empty strings of <= {MAX_METADATA_KEY} chars")
+        for item in value if isinstance(value, list) else [value]:
+            _check_scalar(key, item)
+    size = len(json.dumps(meta, separators=(",", ":")).encode())
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes as JSON; the limit is {max_bytes}")
+    return meta
+
+
+class MemoryIn(BaseModel):
+    """One memory to write, validated. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    text: str
+    namespace: str
+    kind: Kind = "episodic"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    importance: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False)
+    embedding: Vector | None = None
+    ttl: timedelta | None = None
+    pinned: bool = False
+    created_at: datetime | None = None
+    name: str | None = None
+    supersedes: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        size = len(v.encode())
+        if size > MAX_TEXT_BYTES:
+            raise ValueError(f"is {size} bytes; the limit is {MAX_TEXT_BYTES}")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not NAMESPACE_RE.match(v):
+            raise ValueError(f"must be {NAMESPACE_HELP} (got {v!r})")
+        return v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, v: Any) -> Any:
+        return check_metadata({} if v is None else v)
+
+    @field_validator("embedding", mode="before")
+    @classmethod
+    def _embedding(cls, v: Any) -> Any:
+        return None if v is None else _to_vector(v)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError("must be a positive number of seconds")
+            return timedelta(seconds=v)
+        if isinstance(v, timedelta) and v <= timedelta(0):
+            raise ValueError("must be positive")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.utcoffset() is None:
+            raise ValueError("must be timezone-aware (e.g. datetime.now(UTC))")
+        return v
+
+    @classmethod
+    def parse(cls, data: Any, **defaults: Any) -> MemoryIn:
+        """Validate a dict (or MemoryIn), raising tiermem.ValidationError naming the field."""
+        if isinstance(data, MemoryIn):
+            return data.model_copy(update={k: v for k, v in defaults.items() if v is not None})
+        if not isinstance(data, dict):
+            raise ValidationError(f"each item must be a dict, not {type(data).__name__}")
+        merged = {**{k: v for k, v in defaults.items() if v is not None}, **data}
+        try:
+            return cls.model_validate(merged)
+        except PydanticValidationError as exc:
+            raise translate(exc) from None
+
+
+def translate(exc: PydanticValidationError) -> ValidationError:
+    """A pydantic error as ours: the first problem, naming its field."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return ValidationError(msg, field=field)
+
+
+class Memory(BaseModel):
+    """A stored memory. `tier` says where it lives now (read-only)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    namespace: str
+    kind: Kind
+    text: str
+    embedding: Vector = Field(repr=False)
+    metadata: dict[str, Any]
+    importance: float
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime
+    access_count: int = 0
+    expires_at: datetime | None = None
+    pinned: bool = False
+    version: int = 1
+    source_ids: list[str] = Field(default_factory=list)
+    superseded_by: str | None = None
+    name: str | None = None
+    tier: TierName = "l1"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Memory):
+            return NotImplemented
+        a, b = self.__dict__, other.__dict__
+        return a.keys() == b.keys() and all(
+            np.array_equal(a[k], b[k]) if k == "embedding" else a[k] == b[k] for k in a
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Hit(BaseModel):
+    """A search result: the memory, its score (higher is better) and its tier."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    memory: Memory
+    score: float
+    tier: TierName
+
+
+class BatchResult(BaseModel):
+    """Outcome of `add_many`: per item an id, or an error at that index."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    ids: list[str | None]
+    errors: dict[int, TierMemError] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class TierStats(BaseModel):
+    """Size of one tier: memories and approximate bytes."""
+
+    count: int = 0
+    bytes: int = 0
+    namespaces: int = 0
+
+
+class Stats(BaseModel):
+    """What `Engine.stats()` returns.
+
+    `tiers` maps l1/l2/l3 to TierStats (also as `.l1`, `.l2`, `.l3`);
+    `hits`/`misses` count reads served per tier since open.
+    """
+
+    tiers: dict[TierName, TierStats]
+    kinds: dict[str, int]
+    hits: dict[TierName, int]
+    misses: int
+    jobs: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def l1(self) -> TierStats:
+        return self.tiers["l1"]
+
+    @property
+    def l2(self) -> TierStats:
+        return self.tiers["l2"]
+
+    @property
+    def l3(self) -> TierStats:
+        return self.tiers["l3"]
+
+    @property
+    def count(self) -> int:
+        return sum(t.count for t in self.tiers.values())
+
+    @property
+    def hit_ratio(self) -> dict[TierName, float]:
+        total = sum(self.hits.values()) + self.misses
+        return {t: (n / total if total else 0.0) for t, n in self.hits.items()}
+
+
+class Action(BaseModel):
+    """One step of a plan: move (or delete) one memory, and why."""
+
+    id: str
+    namespace: str
+    action: Literal["move", "delete", "merge"]
+    src: TierName
+    dst: TierName | None = None
+    reason: str
+
+
+class Plan(BaseModel):
+    """What a job would do, computed without changing anything."""
+
+    job: str
+    now: datetime
+    actions: list[Action] = Field(default_factory=list)
+
+
+class JobReport(BaseModel):
+    """What a job did."""
+
+    job: str
+    moved: int = 0
+    merged: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    errors: list[str] = Field(default_factory=list)

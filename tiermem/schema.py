@@ -1,0 +1,138 @@
+"""The one columnar shape of a memory, shared by every tier.
+
+Tiers exchange `pyarrow.Table`s with `schema(dim)`: moves copy batches
+between tiers without touching Python objects, and L2/L3 store exactly
+these columns. `tier` is not stored; it is where a row was read from.
+
+>>> s = schema(4)
+>>> s.field("embedding").type
+FixedSizeListType(fixed_size_list<item: float>[4])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tiermem.model import Memory, TierName
+
+TS = pa.timestamp("us", tz="UTC")
+# Columns whose values change on access only; tiers may keep them outside
+# their append-only storage (see ARCHITECTURE.md, "access stats").
+ACCESS_COLUMNS = ("last_accessed_at", "access_count")
+
+
+def schema(dim: int) -> pa.Schema:
+    """The Arrow schema of stored memories with `dim`-dimensional vectors."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("namespace", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("metadata", pa.string(), nullable=False),  # JSON object
+            pa.field("importance", pa.float64(), nullable=False),
+            pa.field("created_at", TS, nullable=False),
+            pa.field("updated_at", TS, nullable=False),
+            pa.field("last_accessed_at", TS, nullable=False),
+            pa.field("access_count", pa.int64(), nullable=False),
+            pa.field("expires_at", TS),
+            pa.field("pinned", pa.bool_(), nullable=False),
+            pa.field("version", pa.int64(), nullable=False),
+            pa.field("source_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("superseded_by", pa.string()),
+            pa.field("name", pa.string()),
+        ]
+    )
+
+
+COLUMNS: tuple[str, ...] = tuple(schema(1).names)
+
+
+def dump_metadata(meta: dict[str, Any]) -> str:
+    """Canonical JSON for metadata (sorted keys, compact)."""
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True)
+
+
+def vectors(table: pa.Table) -> np.ndarray:
+    """The embedding column as a float32 [n, dim] matrix (zero-copy when possible)."""
+    col = table.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    flat = col.values.to_numpy(zero_copy_only=False)
+    if col.offset:
+        flat = flat[col.offset * dim : (col.offset + len(col)) * dim]
+    return flat.reshape(len(col), dim)
+
+
+def embedding_array(mat: np.ndarray) -> pa.FixedSizeListArray:
+    """A float32 [n, dim] matrix as an Arrow fixed-size-list array."""
+    mat = np.ascontiguousarray(mat, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), mat.shape[1])
+
+
+def from_columns(dim: int, cols: dict[str, Any]) -> pa.Table:
+    """Build a table from column lists; `embedding` may be a float32 matrix."""
+    s = schema(dim)
+    arrays = []
+    for field in s:
+        values = cols[field.name]
+        if field.name == "embedding":
+            arrays.append(embedding_array(np.asarray(values).reshape(-1, dim)))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=s)
+
+
+def from_memories(dim: int, memories: Sequence[Memory]) -> pa.Table:
+    """Memories as a table (the inverse of `to_memories`)."""
+    cols: dict[str, Any] = {name: [] for name in COLUMNS}
+    for m in memories:
+        d = m.__dict__
+        for name in COLUMNS:
+            cols[name].append(d[name])
+    cols["metadata"] = [dump_metadata(x) for x in cols["metadata"]]
+    cols["embedding"] = (
+        np.stack(cols["embedding"]) if memories else np.zeros((0, dim), np.float32)
+    )
+    return from_columns(dim, cols)
+
+
+def to_memories(table: pa.Table, tier: TierName) -> list[Memory]:
+    """Rows of a table as Memory objects, all marked with `tier`."""
+    if table.num_rows == 0:
+        return []
+    mat = vectors(table)
+    names = [n for n in COLUMNS if n != "embedding"]
+    cols = {n: table.column(n).to_pylist() for n in names}
+    cols["metadata"] = [json.loads(x) for x in cols["metadata"]]
+    out = []
+    for i in range(table.num_rows):
+        fields = {n: cols[n][i] for n in names}
+        out.append(Memory.model_construct(**fields, embedding=mat[i].copy(), tier=tier))
+    return out
+
+
+def concat(tables: Iterable[pa.Table], dim: int) -> pa.Table:
+    """Concatenate tables of `schema(dim)` (an empty table if none)."""
+    parts = [t for t in tables if t.num_rows]
+    if not parts:
+        return schema(dim).empty_table()
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def row_bytes(table: pa.Table) -> int:
+    """Approximate stored bytes of a table's rows."""
+    return int(table.nbytes)
+
+
+def as_utc(dt: datetime) -> datetime:
+    """`dt` (aware) in UTC; the tiers store UTC only."""
+    from datetime import UTC
+
+    return dt.astimezone(UTC)
