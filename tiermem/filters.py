@@ -45,7 +45,9 @@ def _scalar(key: str, value: Any) -> Any:
     if isinstance(value, float):
         ok = math.isfinite(value)
     if not ok:
-        raise ValidationError(f"value for {key!r} must be a JSON scalar, got {value!r}", field="where")
+        raise ValidationError(
+            f"value for {key!r} must be a JSON scalar, got {value!r}", field="where"
+        )
     return value
 
 
@@ -54,7 +56,9 @@ def parse_where(where: dict[str, Any] | None) -> tuple[Condition, ...]:
     if where is None:
         return ()
     if not isinstance(where, dict):
-        raise ValidationError("must be a dict of metadata key -> value or {op: value}", field="where")
+        raise ValidationError(
+            "must be a dict of metadata key -> value or {op: value}", field="where"
+        )
     conds: list[Condition] = []
     for key, spec in where.items():
         if not isinstance(key, str) or not key:
@@ -69,7 +73,9 @@ def parse_where(where: dict[str, Any] | None) -> tuple[Condition, ...]:
                 conds.append((key, "$in", tuple(_scalar(key, v) for v in operand)))
             elif op in RANGE_OPS:
                 if isinstance(operand, bool) or not isinstance(operand, int | float | str):
-                    raise ValidationError(f"{op} for {key!r} needs a number or string", field="where")
+                    raise ValidationError(
+                        f"{op} for {key!r} needs a number or string", field="where"
+                    )
                 conds.append((key, op, _scalar(key, operand)))
             else:
                 raise ValidationError(

@@ -97,9 +97,7 @@ def from_memories(dim: int, memories: Sequence[Memory]) -> pa.Table:
         for name in COLUMNS:
             cols[name].append(d[name])
     cols["metadata"] = [dump_metadata(x) for x in cols["metadata"]]
-    cols["embedding"] = (
-        np.stack(cols["embedding"]) if memories else np.zeros((0, dim), np.float32)
-    )
+    cols["embedding"] = np.stack(cols["embedding"]) if memories else np.zeros((0, dim), np.float32)
     return from_columns(dim, cols)
 
 

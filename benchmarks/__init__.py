@@ -1,0 +1,1 @@
+"""Benchmarks for tiermem (run as modules, e.g. `python -m benchmarks.core --quick`)."""

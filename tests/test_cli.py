@@ -1,0 +1,105 @@
+"""The `tiermem` command line, run as a real subprocess: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DIM
+
+
+@pytest.fixture
+def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "TIERMEM_PATH": str(tmp_path / "store"),
+        "TIERMEM_L1__URL": redis_url,
+        "TIERMEM_L1__PREFIX": prefix,
+        "TIERMEM_EMBEDDING__DIM": str(DIM),
+        "TIERMEM_EMBEDDING__MODEL": "hashing",
+        "COLUMNS": "200",
+    }
+
+    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tiermem.cli", *args], env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    return run
+
+
+def test_add_get_search_stats_sql_forget(cli) -> None:  # type: ignore[no-untyped-def]
+    id_ = cli("add", "Alice drinks green tea", "--ns", "user:alice", "--meta", "src=chat",
+              "--meta", "n=3").stdout.strip()  # fmt: skip
+    got = json.loads(cli("get", id_).stdout)
+    assert got["text"] == "Alice drinks green tea" and got["metadata"] == {"src": "chat", "n": 3}
+    hits = json.loads(cli("search", "green tea", "--ns", "user:alice", "--json").stdout)
+    assert hits[0]["memory"]["id"] == id_ and hits[0]["tier"] == "l1"
+    assert "Alice drinks green tea" in cli("search", "tea", "--ns", "user:alice").stdout
+    stats = json.loads(cli("stats", "--json").stdout)
+    assert stats["tiers"]["l1"]["count"] == 1
+    assert "l1" in cli("stats").stdout
+    out = cli(
+        "sql", "SELECT namespace, count(*) AS n FROM memories GROUP BY 1", "--format", "csv"
+    ).stdout
+    assert out.splitlines() == ["namespace,n", "user:alice,1"]
+    rows = json.loads(cli("sql", "SELECT text FROM memories", "--format", "json").stdout)
+    assert rows == [{"text": "Alice drinks green tea"}]
+    assert "forgot 1" in cli("forget", "--ns", "user:alice", "--yes").stdout
+    assert json.loads(cli("stats", "--json").stdout)["tiers"]["l1"]["count"] == 0
+
+
+def test_user_errors_exit_1_with_a_message(cli) -> None:  # type: ignore[no-untyped-def]
+    assert "namespace" in cli("add", "x", "--ns", "bad ns", code=1).stderr
+    assert "text" in cli("add", "", "--ns", "a", code=1).stderr
+    assert "--meta" in cli("add", "x", "--ns", "a", "--meta", "novalue", code=1).stderr
+    assert "no memory" in cli("get", "nope", code=1).stderr
+    assert "only SELECT" in cli("sql", "DELETE FROM memories", code=1).stderr
+    assert "--format" in cli("sql", "SELECT 1", "--format", "xml", code=1).stderr
+    assert "kind" in cli("add", "x", "--ns", "a", "--kind", "dream", code=1).stderr
+
+
+def test_usage_errors_exit_2(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("add", code=2)
+    cli("search", "x", code=2)  # --ns missing
+    cli("no-such-command", code=2)
+    cli("search", "x", "--ns", "a", "-k", "many", code=2)
+
+
+def test_help(cli) -> None:  # type: ignore[no-untyped-def]
+    out = cli("--help").stdout
+    for command in ("demo", "add", "search", "get", "forget", "stats", "sql"):
+        assert command in out
+
+
+def test_unreachable_redis_is_a_clean_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tiermem.cli", "stats", "--path", str(tmp_path / "x")],
+        env={**os.environ, "TIERMEM_L1__URL": "redis://127.0.0.1:1/0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERMEM_")}
+    env["TIERMEM_EMBEDDING__MODEL"] = "hashing"  # keep the test fast without the model extra
+    proc = subprocess.run(
+        [sys.executable, "-m", "tiermem.cli", "demo", "--keep", str(tmp_path / "demo")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for step in ("1. added", "2. search", "3. demoted", "5. deep search", "6. SQL", "7. stats"):
+        assert step in proc.stdout
+    assert "l3" in proc.stdout
+    pid_file = tmp_path / "demo" / "redis" / "redis.pid"
+    assert not pid_file.exists()  # the embedded Redis was stopped

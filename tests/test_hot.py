@@ -1,0 +1,297 @@
+"""L1 (HotTier) against the real Redis at 127.0.0.1:6379, under a unique prefix."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tiermem import schema as sch
+from tiermem.errors import TierUnavailable
+from tiermem.filters import Filter, parse_where
+from tiermem.ids import to_us
+from tiermem.tiers.base import SCORE
+from tiermem.tiers.hot import HotTier
+from tiermem.tiers.keys import Keys
+
+DIM = 8
+URL = "redis://127.0.0.1:6379/0"
+# redis-py's default client retries with backoff for seconds before failing
+NO_RETRY = Retry(NoBackoff(), 0)
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    m = rng.standard_normal((n, DIM)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def make_table(ns: str, n: int, seed: int = 0, **overrides: list[Any]) -> pa.Table:
+    """n rows of namespace `ns` with random unit vectors; `overrides` replace columns."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {
+        "id": [f"{ns}-{seed}-{i}" for i in range(n)],
+        "namespace": [ns] * n,
+        "kind": ["episodic"] * n,
+        "text": [f"memory {i} ☕ naïve 日本" for i in range(n)],
+        "embedding": unit(rng, n),
+        "metadata": [
+            sch.dump_metadata({"i": i, "lang": "en" if i % 2 else "fr"}) for i in range(n)
+        ],
+        "importance": [0.1 + i / (n + 1) for i in range(n)],
+        "created_at": [T0 + timedelta(seconds=i) for i in range(n)],
+        "updated_at": [T0 + timedelta(seconds=i) for i in range(n)],
+        "last_accessed_at": [T0 + timedelta(seconds=i) for i in range(n)],
+        "access_count": [i for i in range(n)],
+        "expires_at": [None] * n,
+        "pinned": [i % 3 == 0 for i in range(n)],
+        "version": [1] * n,
+        "source_ids": [[] for _ in range(n)],
+        "superseded_by": [None] * n,
+        "name": [None] * n,
+    }
+    cols.update(overrides)
+    return sch.from_columns(DIM, cols)
+
+
+def by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in table.to_pylist()}
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    c = redis.Redis(host="127.0.0.1", port=6379)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def keys(client: redis.Redis) -> Iterator[Keys]:
+    k = Keys(f"tmtest:{uuid.uuid4().hex}")
+    yield k
+    stale = list(client.scan_iter(match=k.pattern(), count=1000))
+    if stale:
+        client.delete(*stale)
+
+
+@pytest.fixture
+def tier(client: redis.Redis, keys: Keys) -> HotTier:
+    return HotTier(client, keys, DIM, URL)
+
+
+def test_round_trip_every_column_with_nulls_and_unicode(tier: HotTier) -> None:
+    t = make_table(
+        "user:ä",
+        3,
+        expires_at=[None, T0 + timedelta(days=1), None],
+        source_ids=[[], ["a", "b"], ["ü"]],
+        superseded_by=[None, None, "x-1"],
+        name=["proc ✓", None, None],
+        metadata=[sch.dump_metadata({"k": "v ✓", "n": [1, 2]}), "{}", '{"x":null}'],
+    )
+    tier.put(t)
+    got = tier.get([*t.column("id").to_pylist(), "missing"])
+    assert got.schema == sch.schema(DIM)
+    assert by_id(got) == by_id(t)
+
+
+def test_get_is_exact_for_vectors_and_times(tier: HotTier) -> None:
+    t = make_table("a", 5, importance=[0.1, 1 / 3, 0.5, 0.9999999999, 0.0])
+    tier.put(t)
+    got = tier.get(t.column("id").to_pylist()[::-1]).sort_by("id")
+    exp = t.sort_by("id")
+    assert np.array_equal(sch.vectors(got), sch.vectors(exp))
+    assert got.equals(exp)
+
+
+def test_upsert_replaces_whole_record(tier: HotTier, keys: Keys, client: redis.Redis) -> None:
+    first = make_table("a", 2, name=["n0", "n1"], expires_at=[T0, T0])
+    tier.put(first)
+    second = make_table("a", 2, text=["new0", "new1"], version=[2, 2])
+    tier.put(second)
+    got = by_id(tier.get(second.column("id").to_pylist()))
+    assert got == by_id(second)  # name / expires_at from the first put are gone
+    assert client.zcard(keys.recency("a")) == 2
+    assert tier.stats().count == 2
+
+
+def test_delete_and_forget_are_isolated_per_namespace(tier: HotTier) -> None:
+    a, b = make_table("a", 30, seed=1), make_table("b", 30, seed=2)
+    tier.put(pa.concat_tables([a, b]))
+    assert tier.namespaces() == {"a", "b"}
+    a_ids = a.column("id").to_pylist()
+    assert tier.delete([*a_ids[:5], "nope", a_ids[0]]) == 5
+    assert tier.get(a_ids[:5]).num_rows == 0
+    assert tier.forget("a") == 25
+    assert tier.namespaces() == {"b"}
+    assert tier.ids("a") == [] and tier.get(a_ids).num_rows == 0
+    assert by_id(tier.get(b.column("id").to_pylist())) == by_id(b)
+    q = sch.vectors(a)[7]
+    assert tier.search("a", q, 10, Filter()).num_rows == 0
+    assert set(tier.search("b", q, 100, Filter()).column("namespace").to_pylist()) == {"b"}
+    assert tier.stats().count == 30 and tier.stats().namespaces == 1
+
+
+def test_delete_last_row_empties_namespace(tier: HotTier) -> None:
+    t = make_table("solo", 1)
+    tier.put(t)
+    assert tier.delete(t.column("id").to_pylist()) == 1
+    assert tier.namespaces() == set()
+    assert tier.stats().count == 0
+
+
+def test_touch_updates_hash_and_zsets(tier: HotTier) -> None:
+    t = make_table("a", 3)
+    tier.put(t)
+    ids = t.column("id").to_pylist()
+    at = T0 + timedelta(hours=1)
+    tier.touch([ids[0], ids[2], ids[2], "unknown"], at)
+    rows = by_id(tier.get(ids))
+    assert rows[ids[0]]["access_count"] == 1 and rows[ids[0]]["last_accessed_at"] == at
+    assert rows[ids[2]]["access_count"] == 4 and rows[ids[2]]["last_accessed_at"] == at
+    assert rows[ids[1]]["access_count"] == 1 and rows[ids[1]]["last_accessed_at"] != at
+    stats = tier.access_stats("a")
+    assert stats[ids[0]] == (to_us(at), 1) and stats[ids[2]] == (to_us(at), 4)
+    assert stats[ids[1]] == (to_us(T0 + timedelta(seconds=1)), 1)
+
+
+def test_touch_does_not_resurrect_deleted_or_bump_version(
+    tier: HotTier, keys: Keys, client: redis.Redis
+) -> None:
+    t = make_table("a", 2)
+    tier.put(t)
+    ids = t.column("id").to_pylist()
+    tier.delete([ids[0]])
+    version = client.get(keys.version("a"))
+    tier.touch(ids, T0)
+    assert client.get(keys.version("a")) == version
+    assert not client.exists(keys.record("a", ids[0]))
+    assert tier.ids("a") == [ids[1]]
+
+
+def test_search_matches_numpy_reference(tier: HotTier) -> None:
+    t = make_table("a", 200, seed=3)
+    tier.put(pa.concat_tables([t, make_table("b", 50, seed=4)]))
+    mat = sch.vectors(t).astype(np.float64)
+    q = unit(np.random.default_rng(9), 1)[0]
+    ref = mat @ q / np.linalg.norm(mat, axis=1)
+    got = tier.search("a", q, 10, Filter())
+    assert got.column_names == [*sch.COLUMNS, SCORE]
+    assert got.schema.field(SCORE).type == pa.float64()
+    order = np.argsort(-ref)[:10]
+    assert got.column("id").to_pylist() == [t.column("id")[int(i)].as_py() for i in order]
+    assert np.allclose(got.column(SCORE).to_numpy(), ref[order], atol=1e-6)
+    assert tier.search("a", q, 0, Filter()).num_rows == 0
+    assert tier.search("a", q, 1000, Filter()).num_rows == 200
+
+
+def test_search_zero_vector_scores_zero(tier: HotTier) -> None:
+    emb = unit(np.random.default_rng(1), 3)
+    emb[1] = 0
+    tier.put(make_table("a", 3, embedding=emb))
+    got = tier.search("a", emb[0], 3, Filter())
+    scores = dict(zip(got.column("id").to_pylist(), got.column(SCORE).to_pylist(), strict=True))
+    assert scores["a-0-1"] == 0.0 and scores["a-0-0"] == pytest.approx(1.0)
+
+
+def test_search_respects_filters(tier: HotTier) -> None:
+    n = 12
+    now = T0 + timedelta(days=1)
+    t = make_table(
+        "a",
+        n,
+        kind=["semantic" if i < 6 else "episodic" for i in range(n)],
+        expires_at=[now - timedelta(seconds=1) if i == 1 else None for i in range(n)],
+        superseded_by=["z" if i == 2 else None for i in range(n)],
+    )
+    tier.put(t)
+    q = sch.vectors(t)[0]
+    flt = Filter(kinds=frozenset({"semantic"}), where=parse_where({"lang": "fr"}), now=now)
+    got = tier.search("a", q, 10, flt)
+    # semantic: 0..5; fr: even; not expired (1), not superseded (2) -> 0, 4
+    assert sorted(got.column("id").to_pylist()) == ["a-0-0", "a-0-4"]
+    assert got.column("id")[0].as_py() == "a-0-0"
+    everything = Filter(include_superseded=True)
+    assert tier.search("a", q, 100, everything).num_rows == n
+
+
+def test_search_cache_sees_other_instances_writes(
+    client: redis.Redis, keys: Keys, tier: HotTier
+) -> None:
+    other = HotTier(redis.Redis(host="127.0.0.1", port=6379), keys, DIM, URL)
+    t = make_table("a", 10)
+    tier.put(t)
+    q = sch.vectors(t)[3]
+    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() == "a-0-3"
+    tier.delete(["a-0-3"])
+    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() != "a-0-3"
+    tier.put(make_table("a", 1, id=["fresh"], embedding=q.reshape(1, -1)))
+    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() == "fresh"
+    tier.forget("a")
+    assert other.search("a", q, 5, Filter()).num_rows == 0
+    other.close()
+
+
+def test_scan_batches_all_or_one_namespace(tier: HotTier, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tiermem.tiers.hot.BATCH", 7)
+    a, b = make_table("a", 20, seed=1), make_table("b", 5, seed=2)
+    tier.put(pa.concat_tables([a, b]))
+    batches = list(tier.scan())
+    assert max(x.num_rows for x in batches) <= 7
+    assert sorted(pa.concat_tables(batches).column("id").to_pylist()) == sorted(
+        a.column("id").to_pylist() + b.column("id").to_pylist()
+    )
+    only_b = pa.concat_tables(list(tier.scan("b")))
+    assert by_id(only_b) == by_id(b)
+    assert tier.delete(a.column("id").to_pylist()) == 20  # multi-batch delete
+
+
+def test_stats_estimates_bytes(tier: HotTier) -> None:
+    assert tier.stats().count == 0
+    tier.put(make_table("a", 50))
+    s = tier.stats()
+    assert s.count == 50 and s.namespaces == 1
+    assert 50 * DIM * 4 < s.bytes < 50 * 2000
+
+
+def test_records_are_plain_hashes(tier: HotTier, keys: Keys, client: redis.Redis) -> None:
+    t = make_table("a", 1, source_ids=[["x"]])
+    tier.put(t)
+    h = client.hgetall(keys.record("a", "a-0-0"))
+    assert h[b"pinned"] == b"1" and json.loads(h[b"source_ids"]) == ["x"]
+    assert int(h[b"created_at"]) == to_us(T0)
+    assert np.array_equal(np.frombuffer(h[b"embedding"], "<f4"), sch.vectors(t)[0])
+    assert b"expires_at" not in h and b"name" not in h
+    assert client.hget(keys.directory(), "a-0-0") == b"a"
+
+
+@pytest.mark.parametrize(
+    ("conn", "url"),
+    [
+        (lambda: redis.Redis(port=1, retry=NO_RETRY), "redis://127.0.0.1:1/0"),
+        (
+            lambda: redis.Redis(unix_socket_path="/nonexistent/x.sock", retry=NO_RETRY),
+            "unix:///nonexistent/x.sock",
+        ),
+    ],
+)
+def test_unreachable_redis_raises_tier_unavailable(conn: Any, url: str) -> None:
+    tier = HotTier(conn(), Keys("tmtest:down"), DIM, url)
+    for call in (
+        lambda: tier.put(make_table("a", 1)),
+        lambda: tier.get(["x"]),
+        lambda: tier.search("a", np.ones(DIM, np.float32), 1, Filter()),
+        lambda: list(tier.scan()),
+        lambda: tier.stats(),
+    ):
+        with pytest.raises(TierUnavailable, match=f"L1 Redis at {url} is unreachable"):
+            call()

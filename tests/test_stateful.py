@@ -1,0 +1,155 @@
+"""The whole engine against a dict model (hypothesis stateful testing).
+
+Random add / delete / update / move / search / forget / reopen across two
+namespaces. Invariants after every step: nothing lost, nothing resurrected,
+exactly one home tier per memory (the one the model expects), and a search
+never crosses namespaces.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+import tiermem
+from tests.conftest import DIM, drop_prefix
+
+NAMESPACES = ("tenant:a", "tenant:b")
+TIERS = ("l1", "l2", "l3")
+
+
+def vector(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
+    class EngineMachine(RuleBasedStateMachine):
+        ids = Bundle("ids")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.dir = Path(tempfile.mkdtemp(prefix="tm-stateful-"))
+            self.prefix = f"tmtest:{uuid.uuid4().hex[:12]}"
+            self.model: dict[str, dict[str, object]] = {}  # id -> ns, tier, importance
+            self.mem = self._open()
+
+        def _open(self) -> tiermem.Engine:
+            return tiermem.open(
+                self.dir,
+                embedder=tiermem.HashingEmbedder(DIM),
+                **{
+                    "l1.url": redis_url,
+                    "l1.prefix": self.prefix,
+                    "embedding.dim": DIM,
+                    "l2.exact_threshold": 8,
+                },  # fmt: skip
+            )
+
+        def teardown(self) -> None:
+            self.mem.close()
+            drop_prefix(redis.Redis.from_url(redis_url), self.prefix)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+        @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50),
+              tier=st.sampled_from(TIERS))  # fmt: skip
+        def add(self, ns: str, seed: int, tier: str) -> str:
+            m = self.mem.add(f"memory {seed}", namespace=ns, embedding=vector(seed))
+            if tier != "l1":
+                self.mem.demote(m.id, to=tier)
+            self.model[m.id] = {"ns": ns, "tier": tier, "importance": 0.5}
+            return m.id
+
+        @rule(target=ids, ns=st.sampled_from(NAMESPACES), n=st.integers(1, 12))
+        def add_many(self, ns: str, n: int) -> str:
+            res = self.mem.add_many([{"text": f"batch {i}", "embedding": vector(100 + i)} for i in range(n)],
+                                    namespace=ns)  # fmt: skip
+            for id_ in res.ids:
+                assert id_ is not None
+                self.model[id_] = {"ns": ns, "tier": "l1", "importance": 0.5}
+            return str(res.ids[0])
+
+        @rule(id_=consumes(ids))
+        def delete(self, id_: str) -> None:
+            existed = id_ in self.model
+            assert self.mem.delete(id_) is existed
+            self.model.pop(id_, None)
+
+        @rule(id_=ids, importance=st.floats(0, 1))
+        def update(self, id_: str, importance: float) -> None:
+            if id_ not in self.model:
+                return
+            self.mem.update(id_, importance=importance)
+            self.model[id_]["importance"] = importance
+
+        @rule(id_=ids, tier=st.sampled_from(TIERS))
+        def move(self, id_: str, tier: str) -> None:
+            if id_ not in self.model:
+                return
+            src = str(self.model[id_]["tier"])
+            if TIERS.index(tier) < TIERS.index(src):
+                self.mem.promote(id_, to=tier)
+            else:
+                self.mem.demote(id_, to=tier)
+            self.model[id_]["tier"] = tier
+
+        @rule(ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50))
+        def search(self, ns: str, seed: int) -> None:
+            hits = self.mem.search(vector(seed), namespace=ns, k=1000, deep=True)
+            got = [h.memory.id for h in hits]
+            assert len(got) == len(set(got)), "duplicate hits"
+            assert set(got) == {i for i, m in self.model.items() if m["ns"] == ns}
+            for h in hits:
+                assert h.memory.namespace == ns and h.tier == self.model[h.memory.id]["tier"]
+            scores = [h.score for h in hits]
+            assert scores == sorted(scores, reverse=True)
+
+        @rule(ns=st.sampled_from(NAMESPACES))
+        def forget(self, ns: str) -> None:
+            expected = sum(1 for m in self.model.values() if m["ns"] == ns)
+            assert self.mem.forget(namespace=ns) == expected
+            self.model = {i: m for i, m in self.model.items() if m["ns"] != ns}
+
+        @rule()
+        def reopen(self) -> None:
+            self.mem.close()
+            self.mem = self._open()
+
+        @invariant()
+        def one_home_tier_nothing_lost(self) -> None:
+            seen = [(m.id, m.tier, m.namespace, m.importance) for m in self.mem.scan()]
+            assert len(seen) == len({s[0] for s in seen}), "a memory lives in two tiers"
+            assert {s[0]: (s[1], s[2]) for s in seen} == {
+                i: (m["tier"], m["ns"]) for i, m in self.model.items()
+            }
+            for id_, _, _, importance in seen:
+                assert abs(importance - float(self.model[id_]["importance"])) < 1e-9  # type: ignore[arg-type]
+
+    return EngineMachine
+
+
+def test_engine_matches_model(redis_url: str) -> None:
+    run_state_machine_as_test(
+        make_machine(redis_url),
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

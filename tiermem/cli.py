@@ -1,0 +1,213 @@
+"""The `tiermem` command line (typer + rich).
+
+Exit codes: 0 ok, 1 user error (a clear message, no traceback), 2 usage.
+Every command takes ``--path`` and ``--config`` (or ``TIERMEM_PATH`` /
+``TIERMEM_CONFIG``); other settings come from ``TIERMEM_*`` variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tiermem.engine import Engine
+from tiermem.errors import LockedError, TierMemError, ValidationError
+
+app = typer.Typer(
+    name="tiermem",
+    help="Tiered memory for AI agents: Redis hot, usearch warm, Parquet cold.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+PathOpt = Annotated[Path, typer.Option("--path", envvar="TIERMEM_PATH", help="Data dir.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", envvar="TIERMEM_CONFIG", help="Config file.")
+]
+NsOpt = Annotated[str, typer.Option("--ns", help="Namespace (tenant), e.g. user:alice.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+DEFAULT_PATH = Path(".tiermem")
+
+
+@contextlib.contextmanager
+def _engine(path: Path, config: Path | None, *, write: bool) -> Iterator[Engine]:
+    """Open the store; readers fall back to read-only when a writer (a worker) holds it."""
+    import tiermem
+
+    try:
+        mem = tiermem.open(path, config)
+    except LockedError:
+        if write:
+            raise
+        mem = tiermem.open(path, config, read_only=True)
+    with mem:
+        yield mem
+
+
+def _memory_json(m: Any) -> dict[str, Any]:
+    return m.model_dump(mode="json", exclude={"embedding"})
+
+
+def _parse_meta(pairs: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"expected key=value, got {pair!r}", field="--meta")
+        try:
+            meta[key] = json.loads(raw)  # numbers, true/false/null, ["lists"]
+        except json.JSONDecodeError:
+            meta[key] = raw
+    return meta
+
+
+@app.command()
+def add(
+    text: str,
+    ns: NsOpt,
+    kind: Annotated[str, typer.Option(help="episodic, semantic or procedural.")] = "episodic",
+    meta: Annotated[list[str] | None, typer.Option(help="Metadata key=value (repeatable).")] = None,
+    importance: Annotated[float, typer.Option(help="0..1")] = 0.5,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add one memory; prints its id."""
+    with _engine(path, config, write=True) as mem:
+        m = mem.add(
+            text, namespace=ns, kind=kind, metadata=_parse_meta(meta or []), importance=importance
+        )
+    out.print_json(data=_memory_json(m)) if as_json else out.print(m.id)
+
+
+@app.command()
+def search(
+    query: str,
+    ns: NsOpt,
+    k: Annotated[int, typer.Option("-k", help="How many hits.")] = 10,
+    deep: Annotated[bool, typer.Option("--deep", help="Also search the cold tier.")] = False,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search one namespace."""
+    with _engine(path, config, write=False) as mem:
+        hits = mem.search(query, namespace=ns, k=k, deep=deep)
+    if as_json:
+        data = [{"score": h.score, "tier": h.tier, "memory": _memory_json(h.memory)} for h in hits]
+        out.print_json(data=data)
+        return
+    table = Table("score", "tier", "kind", "id", "text")
+    for h in hits:
+        table.add_row(f"{h.score:.3f}", h.tier, h.memory.kind, h.memory.id, h.memory.text)
+    out.print(table)
+
+
+@app.command()
+def get(id: str, path: PathOpt = DEFAULT_PATH, config: ConfigOpt = None) -> None:
+    """Print one memory as JSON."""
+    with _engine(path, config, write=False) as mem:
+        m = mem.get(id)
+    out.print_json(data=_memory_json(m))
+
+
+@app.command()
+def forget(
+    ns: NsOpt,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+) -> None:
+    """Erase a namespace from every tier."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Erase every memory of {ns!r}?", abort=True)
+    with _engine(path, config, write=True) as mem:
+        n = mem.forget(namespace=ns)
+    out.print(f"forgot {n} memories of {ns}")
+
+
+@app.command()
+def stats(path: PathOpt = DEFAULT_PATH, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Sizes per tier and counts per kind."""
+    with _engine(path, config, write=False) as mem:
+        s = mem.stats()
+    if as_json:
+        out.print_json(data=s.model_dump(mode="json"))
+        return
+    table = Table("tier", "memories", "bytes", "namespaces")
+    for name, t in s.tiers.items():
+        table.add_row(name, str(t.count), str(t.bytes), str(t.namespaces))
+    out.print(table)
+    out.print("kinds: " + ", ".join(f"{k}={v}" for k, v in s.kinds.items()))
+
+
+@app.command()
+def sql(
+    query: str,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    ns: Annotated[
+        str | None, typer.Option("--ns", help="Restrict every view to one namespace.")
+    ] = None,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one read-only SELECT over the views hot, warm, cold, memories."""
+    if fmt not in ("table", "csv", "json"):
+        raise ValidationError("must be table, csv or json", field="--format")
+    with _engine(path, config, write=False) as mem:
+        result = mem.sql(query, namespace=ns)
+    rows = result.to_pylist()
+    if fmt == "json":
+        out.print_json(data=rows, default=str)
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=result.column_names)
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(*result.column_names)
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row.values()))
+        out.print(table)
+
+
+def _cell(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option(help="Keep the demo store in this dir.")] = None,
+) -> None:
+    """A tour on the embedded defaults: add, search, demote, deep search, SQL."""
+    from tiermem.demo import run_demo
+
+    run_demo(out, keep)
+
+
+def main() -> None:
+    """Entry point. Click handles usage errors (exit 2); user errors exit 1, no traceback."""
+    try:
+        app()
+    except TierMemError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""`tiermem demo`: a tour of the engine on the embedded defaults, in seconds."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import tiermem
+from tiermem.model import Hit
+
+ALICE = [
+    "Alice drinks green tea every morning, never coffee.",
+    "Alice is allergic to peanuts.",
+    "Alice's daughter Maya starts school in September.",
+    "Alice runs 5k on Saturdays in Riverside Park.",
+    "Alice asked for vegetarian restaurant ideas in Lisbon.",
+    "Alice prefers answers with short bullet points.",
+    "Alice is learning Portuguese before her trip.",
+    "Alice's laptop is a 2021 ThinkPad running Fedora.",
+]
+BOB = [
+    "Bob drinks espresso, two shots, no sugar.",
+    "Bob is planning a hiking trip to the Alps.",
+    "Bob works night shifts at the hospital.",
+]
+
+
+def _hits(console: Console, title: str, hits: list[Hit]) -> None:
+    table = Table("score", "tier", "text", title=title, title_justify="left")
+    for h in hits:
+        table.add_row(f"{h.score:.3f}", h.tier, h.memory.text)
+    console.print(table)
+
+
+def run_demo(console: Console, keep: Path | None = None) -> None:
+    """Add → search → demote → deep search → SQL, in a temp data dir (or `keep`)."""
+    root = keep or Path(tempfile.mkdtemp(prefix="tiermem-demo-"))
+    started = time.perf_counter()
+    console.rule("tiermem demo")
+    console.print(f"data dir: {root} (embedded Redis, no config)")
+    try:
+        with tiermem.open(root) as mem:
+            console.print(f"embedder: {type(mem.embedder).__name__} ({mem.dim}-d)")
+            alice = mem.add_many([{"text": t} for t in ALICE], namespace="user:alice")
+            mem.add_many([{"text": t} for t in BOB], namespace="user:bob")
+            console.print(
+                f"1. added {len(ALICE)} memories for user:alice, {len(BOB)} for user:bob (all in L1 hot)"
+            )
+            _hits(console, "2. search user:alice 'what does she drink?'",
+                  mem.search("what does she drink?", namespace="user:alice", k=3))  # fmt: skip
+            ids = [i for i in alice.ids if i]
+            for id_ in ids[:4]:
+                mem.demote(id_, to="l2")
+            for id_ in ids[:2]:
+                mem.demote(id_, to="l3")
+            console.print("3. demoted 2 memories to L2 warm and 2 to L3 cold (crash-safe moves)")
+            _hits(console, "4. default search reads L1+L2 (L3 when they are not enough)",
+                  mem.search("morning drink", namespace="user:alice", k=3))  # fmt: skip
+            _hits(console, "5. deep search also reads L3 cold",
+                  mem.search("morning drink", namespace="user:alice", k=3, deep=True))  # fmt: skip
+            q = "SELECT namespace, tier, count(*) AS n FROM memories GROUP BY ALL ORDER BY ALL"
+            result = mem.sql(q)
+            table = Table(*result.column_names, title=f"6. SQL: {q}", title_justify="left")
+            for row in result.to_pylist():
+                table.add_row(*(str(v) for v in row.values()))
+            console.print(table)
+            s = mem.stats()
+            console.print("7. stats: " + ", ".join(f"{t}={s.tiers[t].count}" for t in s.tiers))
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    console.rule(f"done in {time.perf_counter() - started:.1f}s")

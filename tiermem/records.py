@@ -1,0 +1,75 @@
+"""Turning validated input into stored rows, and edits into new versions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tiermem import schema
+from tiermem.embed import Embedder, normalize
+from tiermem.errors import ValidationError
+from tiermem.ids import new_id
+from tiermem.model import Memory, MemoryIn
+
+
+def check_vector(vec: np.ndarray, dim: int, field: str = "embedding") -> np.ndarray:
+    """A unit-length copy of `vec`, or ValidationError if its dimension is wrong."""
+    if vec.shape != (dim,):
+        raise ValidationError(f"has dimension {vec.shape[0]}, the store uses {dim}", field=field)
+    if not np.any(vec):
+        raise ValidationError("must not be all zeros", field=field)
+    return normalize(vec.reshape(1, dim))[0]
+
+
+def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.ndarray:
+    """Vectors for `items`: given ones checked, the rest embedded in one call."""
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    todo = [i for i, m in enumerate(items) if m.embedding is None]
+    for i, m in enumerate(items):
+        if m.embedding is not None:
+            out[i] = check_vector(m.embedding, dim)
+    if todo:
+        vecs = np.asarray(embedder.embed([items[i].text for i in todo]), dtype=np.float32)
+        if vecs.shape != (len(todo), dim):
+            raise ValidationError(
+                f"the embedder returned shape {vecs.shape}, expected ({len(todo)}, {dim})",
+                field="embedding",
+            )
+        out[todo] = normalize(vecs)
+    return out
+
+
+def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: int) -> pa.Table:
+    """Rows for brand-new memories (version 1, never accessed since creation)."""
+    cols: dict[str, list[Any]] = {name: [] for name in schema.COLUMNS if name != "embedding"}
+    for m in items:
+        created = schema.as_utc(m.created_at) if m.created_at else now
+        cols["id"].append(new_id(created if m.created_at else None))
+        cols["namespace"].append(m.namespace)
+        cols["kind"].append(m.kind)
+        cols["text"].append(m.text)
+        cols["metadata"].append(schema.dump_metadata(m.metadata))
+        cols["importance"].append(float(m.importance))
+        cols["created_at"].append(created)
+        cols["updated_at"].append(created)
+        cols["last_accessed_at"].append(created)
+        cols["access_count"].append(0)
+        cols["expires_at"].append(now + m.ttl if m.ttl else None)
+        cols["pinned"].append(m.pinned)
+        cols["version"].append(1)
+        cols["source_ids"].append([])
+        cols["superseded_by"].append(None)
+        cols["name"].append(m.name)
+    return schema.from_columns(dim, {**cols, "embedding": vecs})
+
+
+def edited(old: Memory, changes: dict[str, Any], now: datetime, *, bump: bool) -> Memory:
+    """`old` with `changes` applied; `bump` makes it a new version (content edits)."""
+    fields = {**old.__dict__, **changes, "updated_at": now}
+    if bump:
+        fields["version"] = old.version + 1
+    return Memory.model_construct(**fields)

@@ -1,0 +1,390 @@
+"""L1, the hot tier: one Redis HASH per memory plus per-namespace indexes.
+
+Layout (all key names come from `keys.Keys`):
+
+- ``record(ns, id)`` HASH of the schema columns: strings as UTF-8,
+  ``embedding`` as little-endian float32 bytes, timestamps as integer µs,
+  bools ``1``/``0``, ``source_ids`` as a JSON list; null fields are omitted.
+- ``recency(ns)`` ZSET id -> last access µs (also the namespace's id list),
+  ``frequency(ns)`` ZSET id -> access count, ``version(ns)`` a counter bumped
+  by every put/delete/forget (never by touch) so in-process search caches in
+  any process can tell when to reload.
+- ``directory()`` HASH id -> namespace and ``namespaces()`` SET, global.
+
+Every multi-key change runs in MULTI/EXEC (or a Lua script), batched so a
+large put costs a few round trips. Redis errors never leak: they surface as
+`TierUnavailable` naming the URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+
+from tiermem import schema as sch
+from tiermem.errors import TierUnavailable
+from tiermem.filters import Filter
+from tiermem.ids import to_us
+from tiermem.model import TierName, TierStats
+from tiermem.tiers.base import SCORE
+from tiermem.tiers.keys import Keys
+
+BATCH = 1000  # records per MULTI/EXEC or pipelined read
+STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
+_TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at")
+_JSON_COLS = ("source_ids",)
+_BOOL_COLS = ("pinned",)
+_INT_COLS = ("access_count", "version")
+
+# Touch must not resurrect a record deleted since we looked up its
+# namespace, hence the EXISTS check inside one atomic script.
+_TOUCH_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_accessed_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'access_count', 1)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
+return 1
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Translate redis-py errors raised inside into `TierUnavailable`."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise TierUnavailable(
+            f"L1 Redis at {url} is unreachable: {exc}. Start Redis there, fix l1.url, "
+            "or leave l1.url unset to use the embedded Redis."
+        ) from exc
+    except redis.exceptions.RedisError as exc:
+        raise TierUnavailable(f"L1 Redis at {url} failed: {exc}") from exc
+
+
+def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Method decorator: run under `redis_errors(self.url)`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with redis_errors(args[0].url):  # type: ignore[attr-defined]
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@dataclass
+class _Cached:
+    """One namespace as of `version`: its rows, vectors and vector norms."""
+
+    version: bytes | None
+    table: pa.Table
+    matrix: np.ndarray
+    norms: np.ndarray
+
+
+def _str(value: Any) -> str:
+    """A Redis reply item as str (the client returns bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _strs(reply: Any) -> list[str]:
+    return [_str(v) for v in reply]
+
+
+def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(seq), BATCH):
+        yield seq[i : i + BATCH]
+
+
+def _encode_columns(table: pa.Table) -> dict[str, list[Any]]:
+    """Each column as a list of Redis values (None = field omitted)."""
+    cols: dict[str, list[Any]] = {}
+    for name in sch.COLUMNS:
+        col = table.column(name)
+        if name == "embedding":
+            mat = sch.vectors(table).astype("<f4", copy=False)
+            buf, step = mat.tobytes(), mat.shape[1] * 4
+            cols[name] = [buf[i : i + step] for i in range(0, len(buf), step)]
+        elif name in _TS_COLS:
+            cols[name] = pc.cast(col, pa.int64()).to_pylist()
+        elif name in _BOOL_COLS:
+            cols[name] = [None if v is None else (b"1" if v else b"0") for v in col.to_pylist()]
+        elif name in _JSON_COLS:
+            cols[name] = [json.dumps(v, separators=(",", ":")) for v in col.to_pylist()]
+        else:
+            cols[name] = col.to_pylist()
+    return cols
+
+
+def _decode_rows(dim: int, rows: list[dict[bytes, bytes]]) -> pa.Table:
+    """HGETALL results (non-empty) as a table of `schema(dim)`."""
+    cols: dict[str, Any] = {}
+    for name in sch.COLUMNS:
+        raw = [h.get(name.encode()) for h in rows]
+        if name == "embedding":
+            buf = b"".join(v or b"" for v in raw)
+            cols[name] = np.frombuffer(buf, dtype="<f4").reshape(len(rows), dim)
+        elif name in _TS_COLS or name in _INT_COLS:
+            cols[name] = [None if v is None else int(v) for v in raw]
+        elif name in _BOOL_COLS:
+            cols[name] = [v == b"1" for v in raw]
+        elif name in _JSON_COLS:
+            cols[name] = [json.loads(v) if v else [] for v in raw]
+        elif name == "importance":
+            cols[name] = [float(v) for v in raw]  # type: ignore[arg-type]
+        else:
+            cols[name] = [None if v is None else v.decode() for v in raw]
+    return sch.from_columns(dim, cols)
+
+
+class HotTier:
+    """L1 on a Redis client created by the caller (decode_responses=False).
+
+    `url` is only used in error messages. The client is not closed here: the
+    caller owns it.
+    """
+
+    name: TierName = "l1"
+
+    def __init__(self, client: redis.Redis, keys: Keys, dim: int, url: str) -> None:
+        self.client = client
+        self.keys = keys
+        self.dim = dim
+        self.url = url
+        self._cache: dict[str, _Cached] = {}
+        self._touch = client.register_script(_TOUCH_LUA)
+
+    # -- writes ---------------------------------------------------------------
+
+    @_guarded
+    def put(self, table: pa.Table) -> None:
+        """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows."""
+        for start in range(0, table.num_rows, BATCH):
+            self._put_batch(table.slice(start, BATCH))
+
+    def _put_batch(self, table: pa.Table) -> None:
+        cols = _encode_columns(table)
+        names = [(n, cols[n]) for n in sch.COLUMNS]
+        ids, nss = cols["id"], cols["namespace"]
+        recency: dict[str, dict[str, int]] = {}
+        freq: dict[str, dict[str, int]] = {}
+        pipe = self.client.pipeline(transaction=True)
+        for i, (id_, ns) in enumerate(zip(ids, nss, strict=True)):
+            key = self.keys.record(ns, id_)
+            pipe.delete(key)
+            pipe.hset(key, mapping={n: c[i] for n, c in names if c[i] is not None})
+            recency.setdefault(ns, {})[id_] = cols["last_accessed_at"][i]
+            freq.setdefault(ns, {})[id_] = cols["access_count"][i]
+        pipe.hset(self.keys.directory(), mapping=dict(zip(ids, nss, strict=True)))
+        for ns in recency:
+            pipe.zadd(self.keys.recency(ns), recency[ns])
+            pipe.zadd(self.keys.frequency(ns), freq[ns])
+            pipe.sadd(self.keys.namespaces(), ns)
+            pipe.incr(self.keys.version(ns))
+        pipe.execute()
+
+    @_guarded
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove these ids; returns how many were present."""
+        removed = 0
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            found = self._locate(chunk)
+            if not found:
+                continue
+            by_ns: dict[str, list[str]] = {}
+            for id_, ns in found.items():
+                by_ns.setdefault(ns, []).append(id_)
+            pipe = self.client.pipeline(transaction=True)
+            for ns, members in by_ns.items():
+                pipe.delete(*(self.keys.record(ns, i) for i in members))
+                self._unindex(pipe, ns, members)
+            # each namespace queued 5 commands, the first its DEL (count removed)
+            removed += sum(pipe.execute()[::5])
+        return removed
+
+    def _unindex(self, pipe: Any, ns: str, members: Sequence[str]) -> None:
+        """Queue removal of `members` from ns's indexes and the directory (4 commands)."""
+        pipe.zrem(self.keys.recency(ns), *members)
+        pipe.zrem(self.keys.frequency(ns), *members)
+        pipe.hdel(self.keys.directory(), *members)
+        pipe.incr(self.keys.version(ns))
+
+    @_guarded
+    def forget(self, namespace: str) -> int:
+        """Remove every row of `namespace`, `BATCH` ids per MULTI/EXEC.
+
+        The version key is kept (and bumped), not deleted: a recreated counter
+        would restart at 1 and could match a stale cache elsewhere.
+        """
+        removed = 0
+        rec = self.keys.recency(namespace)
+        while members := _strs(self.client.zrange(rec, 0, BATCH - 1)):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*(self.keys.record(namespace, i) for i in members))
+            self._unindex(pipe, namespace, members)
+            removed += pipe.execute()[0]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(rec, self.keys.frequency(namespace))
+        pipe.srem(self.keys.namespaces(), namespace)
+        pipe.incr(self.keys.version(namespace))
+        pipe.execute()
+        self._cache.pop(namespace, None)
+        return removed
+
+    @_guarded
+    def touch(self, ids: Sequence[str], at: datetime) -> None:
+        """Record one access of each id held here (atomic per id; version untouched)."""
+        us = to_us(at)
+        for chunk in _chunks(list(ids)):
+            pipe = self.client.pipeline(transaction=False)
+            where = self._locate(chunk)
+            for id_ in chunk:  # a repeated id is a repeated access
+                if (ns := where.get(id_)) is None:
+                    continue
+                keys = [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)]
+                self._touch(keys=keys, args=[id_, us], client=pipe)
+            pipe.execute()
+
+    # -- reads ----------------------------------------------------------------
+
+    def _locate(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> namespace for the ids in the directory (at most `BATCH` ids)."""
+        if not ids:
+            return {}
+        found = self.client.hmget(self.keys.directory(), list(ids))
+        return {i: _str(ns) for i, ns in zip(ids, found, strict=True) if ns is not None}
+
+    def _fetch(self, pairs: Sequence[tuple[str, str]]) -> pa.Table:
+        """Rows for (id, namespace) pairs, pipelined; vanished records skipped."""
+        rows: list[dict[bytes, bytes]] = []
+        for start in range(0, len(pairs), BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for id_, ns in pairs[start : start + BATCH]:
+                pipe.hgetall(self.keys.record(ns, id_))
+            rows.extend(h for h in pipe.execute() if h)
+        return _decode_rows(self.dim, rows)
+
+    @_guarded
+    def get(self, ids: Sequence[str]) -> pa.Table:
+        """The rows of the ids held here, with current access stats."""
+        pairs: list[tuple[str, str]] = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            pairs.extend(self._locate(chunk).items())
+        return self._fetch(pairs)
+
+    @_guarded
+    def ids(self, namespace: str) -> list[str]:
+        """Every id of `namespace`, least recently accessed first."""
+        return _strs(self.client.zrange(self.keys.recency(namespace), 0, -1))
+
+    @_guarded
+    def access_stats(self, namespace: str) -> dict[str, tuple[int, int]]:
+        """id -> (last access µs, access count), read from the two ZSETs only."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrange(self.keys.recency(namespace), 0, -1, withscores=True)
+        pipe.zrange(self.keys.frequency(namespace), 0, -1, withscores=True)
+        recency, freq = pipe.execute()
+        counts = {_str(m): int(s) for m, s in freq}
+        return {_str(m): (int(s), counts.get(_str(m), 0)) for m, s in recency}
+
+    def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
+        """Every row (of one namespace, or all), in tables of up to `BATCH` rows.
+
+        Ids are snapshotted per namespace first, so concurrent touches (which
+        reorder the recency ZSET) cannot make the scan skip or repeat rows.
+        """
+        nss = [namespace] if namespace is not None else sorted(self.namespaces())
+        for ns in nss:
+            ids = self.ids(ns)
+            for chunk in _chunks(ids):
+                with redis_errors(self.url):
+                    table = self._fetch([(i, ns) for i in chunk])
+                if table.num_rows:
+                    yield table
+
+    @_guarded
+    def namespaces(self) -> set[str]:
+        """Namespaces with at least one row here."""
+        members = sorted(_strs(self.client.smembers(self.keys.namespaces())))
+        pipe = self.client.pipeline(transaction=False)
+        for ns in members:
+            pipe.zcard(self.keys.recency(ns))
+        # delete() leaves emptied namespaces in the set; filter them here
+        return {ns for ns, n in zip(members, pipe.execute(), strict=True) if n}
+
+    @_guarded
+    def stats(self) -> TierStats:
+        """Count (exact) and bytes (estimated from a small sample of records)."""
+        nss = sorted(self.namespaces())
+        pipe = self.client.pipeline(transaction=False)
+        for ns in nss:
+            pipe.zcard(self.keys.recency(ns))
+        sizes = dict(zip(nss, pipe.execute(), strict=True))
+        count = sum(sizes.values())
+        if not count:
+            return TierStats(count=0, bytes=0, namespaces=0)
+        sampled = sorted(nss, key=lambda ns: -sizes[ns])[:16]
+        for ns in sampled:
+            pipe.zrange(self.keys.recency(ns), 0, STATS_SAMPLE - 1)
+        pairs = [(_str(m), ns) for ns, ms in zip(sampled, pipe.execute(), strict=True) for m in ms]
+        for id_, ns in pairs:
+            pipe.hgetall(self.keys.record(ns, id_))
+        rows = [h for h in pipe.execute() if h]
+        avg = sum(len(k) + len(v) for h in rows for k, v in h.items()) / max(len(rows), 1)
+        return TierStats(count=count, bytes=int(avg * count), namespaces=len(nss))
+
+    # -- search ---------------------------------------------------------------
+
+    @_guarded
+    def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
+        """Exact top-k cosine over `namespace` (cached, revalidated by its version)."""
+        cached = self._cached(namespace)
+        idx = np.flatnonzero(flt.mask(cached.table))
+        k = min(max(k, 0), len(idx))
+        if k == 0:
+            empty = cached.table.slice(0, 0)
+            return empty.append_column(SCORE, pa.array([], pa.float64()))
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        denom = cached.norms[idx] * float(np.linalg.norm(q))
+        dots = (cached.matrix[idx] @ q).astype(np.float64)
+        scores = np.divide(dots, denom, out=np.zeros(len(idx)), where=denom > 0)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        rows = cached.table.take(pa.array(idx[top]))
+        return rows.append_column(SCORE, pa.array(scores[top], pa.float64()))
+
+    def _cached(self, namespace: str) -> _Cached:
+        """The namespace's cache entry, reloaded when its version moved.
+
+        The version is read before the rows, so a write racing the reload
+        leaves a newer cache under an older version: reloaded again next time,
+        never stale.
+        """
+        version: Any = self.client.get(self.keys.version(namespace))
+        hit = self._cache.get(namespace)
+        if hit is not None and hit.version == version:
+            return hit
+        table = self._fetch([(i, namespace) for i in self.ids(namespace)])
+        matrix = np.ascontiguousarray(sch.vectors(table), dtype=np.float32)
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        entry = _Cached(version, table, matrix, norms)
+        self._cache[namespace] = entry
+        return entry
+
+    def close(self) -> None:
+        """Drop the search caches (the client belongs to the caller)."""
+        self._cache.clear()

@@ -1,0 +1,322 @@
+"""L2 warm tier: Arrow IPC segments on disk, vectors and payload in memory.
+
+On-disk layout, per namespace ``root/<quote(ns, safe='')>/``:
+
+- ``namespace``: the namespace string;
+- ``seg-<8-digit seq>.arrow``: append-only Arrow IPC files, one per put()
+  (temp file, fsync, rename, dir fsync: a segment exists whole or not at
+  all). A segment whose schema metadata says ``tiermem.compacted`` holds
+  every live row as of its writing and supersedes all lower seqs;
+- ``tombstones.log``: ``<id>\\t<seq>\\n`` lines, appended and fsynced; one
+  kills the row of that id in segment ``seq`` only. A torn last line is
+  ignored (and cut off on a writable open so appends start on a new line);
+- ``access.arrow``: access stats (id, seq, last_accessed_at, access_count),
+  written on checkpoint()/close() only. A crash loses the accesses since the
+  last checkpoint: they are hints for eviction, not data;
+- ``index.usearch`` + ``index.json``: the checkpointed HNSW index (derived).
+
+Loading replays segments in seq order (later rows of an id win) and then
+the tombstones. Row number = position in that order, dead rows included.
+read_only=True never writes or creates files; put/delete/forget raise
+TierMemError("read-only") and touch() is a silent no-op, so read-only
+searchers can share code paths with writers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiermem.errors import TierMemError, ValidationError
+from tiermem.filters import Filter
+from tiermem.ids import to_us
+from tiermem.model import TierName, TierStats
+from tiermem.schema import COLUMNS, schema
+from tiermem.tiers.base import SCORE
+from tiermem.tiers.warm_index import HnswParams, fsync_path
+from tiermem.tiers.warm_ns import (
+    Namespace,
+    io_errors,
+    load_namespace,
+    write_namespace_name,
+)
+
+# From benchmarks/crossover.py (dim 384, bf16 HNSW M=16, 200 queries, 2 cores,
+# p50 per query in ms; exact = one matmul + argpartition over the namespace):
+#
+#   rows     exact   HNSW   recall@10  HNSW build rows/s
+#   1,000    0.056   0.095  0.995      11,087
+#   2,000    0.039   0.093  0.998       6,641
+#   5,000    0.162   0.135  0.998       4,563
+#   10,000   0.370   0.183  0.997       3,920
+#   20,000   0.696   0.185  0.996       4,589
+#   50,000   1.907   0.236  0.995       4,554
+#
+# HNSW wins from ~5k rows and exact grows linearly after that (and far worse
+# when other processes compete for the cores: repeated runs under load saw
+# exact at 8-16 ms for 10-20k rows, HNSW still ~0.25 ms). Below 5k exact is
+# as fast, exact in recall, and needs no index memory or build.
+DEFAULT_EXACT_THRESHOLD = 5_000
+COMPACT_SEGMENTS = 32  # compact a namespace with more segments than this...
+COMPACT_DEAD = 0.25  # ...or with more than this fraction of dead rows
+SCAN_BATCH = 10_000
+
+
+class WarmTier:
+    """L2: per-namespace Arrow segments + exact/HNSW vector search (see module doc)."""
+
+    name: TierName = "l2"
+
+    def __init__(
+        self,
+        root: Path,
+        dim: int,
+        *,
+        exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+        connectivity: int = 16,
+        expansion_add: int = 128,
+        expansion_search: int = 64,
+        dtype: str = "bf16",
+        read_only: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.dim = dim
+        self.exact_threshold = exact_threshold
+        self.read_only = read_only
+        self.params = HnswParams(dim, connectivity, expansion_add, expansion_search, dtype)
+        self.schema = schema(dim)
+        self.index_builds = 0  # HNSW builds since open (tests assert reuse)
+        self._lock = threading.RLock()
+        self._ns: dict[str, Namespace] = {}
+        self._home: dict[str, Namespace] = {}  # id -> namespace holding it
+        self._open()
+
+    # -- opening ---------------------------------------------------------
+
+    def _open(self) -> None:
+        with io_errors("open", self.root):
+            if not self.root.exists():
+                if self.read_only:
+                    return
+                self.root.mkdir(parents=True)
+            for entry in sorted(self.root.iterdir()):
+                if entry.name.startswith(".trash-") and not self.read_only:
+                    shutil.rmtree(entry)  # a forget() interrupted after its rename
+                elif entry.is_dir() and not entry.name.startswith("."):
+                    self._adopt(load_namespace(entry, self.params, self.read_only))
+
+    def _adopt(self, ns: Namespace) -> None:
+        self._ns[ns.name] = ns
+        for id_ in list(ns.id2row):
+            other = self._home.get(id_)
+            if other is not None:  # a cross-namespace move interrupted by a crash
+                loser, keep = self._older(other, ns, id_)
+                loser.kill_ids([id_], persist=not self.read_only)
+                if keep is not ns:
+                    continue
+            self._home[id_] = ns
+
+    @staticmethod
+    def _older(a: Namespace, b: Namespace, id_: str) -> tuple[Namespace, Namespace]:
+        def key(ns: Namespace) -> tuple[int, int]:
+            t = ns.take(ns.rows_of([id_]))
+            return t["version"][0].as_py(), to_us(t["updated_at"][0].as_py())
+
+        return (a, b) if key(a) <= key(b) else (b, a)
+
+    # -- writes ----------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise TierMemError("read-only")
+
+    def _conform(self, table: pa.Table) -> pa.Table:
+        if set(table.column_names) != set(COLUMNS):
+            raise ValidationError(f"expected columns {list(COLUMNS)}", field="table")
+        try:
+            table = table.select(list(COLUMNS)).cast(self.schema).replace_schema_metadata(None)
+        except (pa.ArrowException, ValueError) as exc:
+            raise ValidationError(f"does not match the L2 schema: {exc}", field="table") from exc
+        ids = table.column("id").to_pylist()
+        if any("\t" in i or "\n" in i for i in ids):
+            raise ValidationError("ids must not contain tabs or newlines", field="id")
+        last = {id_: i for i, id_ in enumerate(ids)}  # duplicate ids: the last one wins
+        if len(last) < len(ids):
+            table = table.take(sorted(last.values()))
+        return table
+
+    def put(self, table: pa.Table) -> None:
+        """Upsert rows; one durable segment per namespace, then tombstones for old rows."""
+        self._writable()
+        table = self._conform(table)
+        with self._lock:
+            for name in pc.unique(table.column("namespace")).to_pylist():
+                sub = table.filter(pc.equal(table.column("namespace"), name))
+                self._put_ns(name, sub)
+
+    def _put_ns(self, name: str, sub: pa.Table) -> None:
+        ns = self._ns.get(name)
+        if ns is None:
+            path = self.root / quote(name, safe="")
+            with io_errors("create namespace", path):
+                path.mkdir(exist_ok=True)
+                write_namespace_name(path, name)
+                fsync_path(self.root, directory=True)
+            ns = self._ns[name] = Namespace(name, path, self.params)
+        ids = sub.column("id").to_pylist()
+        moved: dict[Namespace, list[str]] = {}
+        for id_ in ids:
+            home = self._home.get(id_)
+            if home is not None:
+                moved.setdefault(home, []).append(id_)
+        same = [(i, ns.seq_of(ns.id2row[i])) for i in moved.pop(ns, [])]
+        seq = ns.next_seq()
+        # Durable first, tombstones after: a crash in between leaves a duplicate,
+        # never a loss (within a namespace later rows win on load anyway).
+        ns.write_segment(sub, seq)
+        with io_errors("index add", ns.path):
+            ns.append(sub, seq)  # also retires the older rows of these ids here
+        self._home.update(dict.fromkeys(ids, ns))
+        ns.tombstone(same)
+        for home, old in moved.items():
+            home.kill_ids(old, persist=True)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Tombstone these ids; returns how many were held."""
+        self._writable()
+        with self._lock:
+            groups: dict[Namespace, list[str]] = {}
+            for id_ in dict.fromkeys(ids):
+                home = self._home.get(id_)
+                if home is not None:
+                    groups.setdefault(home, []).append(id_)
+            for ns, group in groups.items():
+                ns.kill_ids(group, persist=True)
+                for id_ in group:
+                    del self._home[id_]
+            return sum(len(g) for g in groups.values())
+
+    def forget(self, namespace: str) -> int:
+        """Remove a namespace: atomic rename to a trash dir, then delete it."""
+        self._writable()
+        with self._lock:
+            ns = self._ns.pop(namespace, None)
+            if ns is None:
+                return 0
+            self._drop_dir(ns)
+            return ns.vec.n_live
+
+    def _drop_dir(self, ns: Namespace) -> None:
+        for id_ in ns.id2row:
+            if self._home.get(id_) is ns:
+                del self._home[id_]
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        with io_errors("forget", ns.path):
+            ns.path.rename(trash)  # the commit point; _open() finishes a torn rmtree
+            fsync_path(self.root, directory=True)
+            shutil.rmtree(trash)
+
+    def touch(self, ids: Sequence[str], at: datetime) -> None:
+        """Record one access per held id, in memory (persisted on checkpoint)."""
+        if self.read_only:
+            return
+        us = to_us(at)
+        with self._lock:
+            for id_ in ids:
+                home = self._home.get(id_)
+                if home is not None:
+                    home.touch(id_, us)
+
+    # -- reads -----------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> pa.Table:
+        """Rows of the held ids, with current access stats."""
+        with self._lock:
+            groups: dict[Namespace, list[str]] = {}
+            for id_ in dict.fromkeys(ids):
+                home = self._home.get(id_)
+                if home is not None:
+                    groups.setdefault(home, []).append(id_)
+            parts = [ns.take(ns.rows_of(g)) for ns, g in groups.items()]
+        return _concat(parts, self.schema)
+
+    def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
+        """Live rows, per namespace, in batches of up to 10k."""
+        with self._lock:
+            names = sorted(self._ns) if namespace is None else [namespace]
+            spaces = [self._ns[n] for n in names if n in self._ns]
+        for ns in spaces:
+            with self._lock:
+                rows = np.flatnonzero(ns.vec.live)
+            for start in range(0, len(rows), SCAN_BATCH):
+                with self._lock:  # never hold the lock across a yield
+                    batch = ns.take(rows[start : start + SCAN_BATCH])
+                yield batch
+
+    def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
+        """Top-k live rows of one namespace by cosine similarity, with `_score`."""
+        with self._lock:
+            ns = self._ns.get(namespace)
+            if ns is None or k <= 0:
+                return _scored(self.schema.empty_table(), np.zeros(0))
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if q.shape != (self.dim,):
+                raise ValidationError(f"must have {self.dim} dimensions", field="vector")
+            before = ns.vec.ann is not None
+            with io_errors("search", ns.path):
+                rows, scores = ns.search(q, k, flt, self.exact_threshold)
+            self.index_builds += int(ns.vec.ann is not None and not before)
+            return _scored(ns.take(rows), scores)
+
+    def namespaces(self) -> set[str]:
+        """Namespaces with at least one live row."""
+        with self._lock:
+            return {n for n, ns in self._ns.items() if ns.vec.n_live}
+
+    def stats(self) -> TierStats:
+        """Live rows and approximate bytes (live share of Arrow data, plus vectors)."""
+        with self._lock:
+            count = sum(ns.vec.n_live for ns in self._ns.values())
+            size = sum(ns.live_bytes() for ns in self._ns.values())
+            return TierStats(count=count, bytes=size, namespaces=len(self.namespaces()))
+
+    # -- housekeeping ----------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Compact where worthwhile, then persist access stats and HNSW indexes."""
+        if self.read_only:
+            return
+        with self._lock:
+            for ns in list(self._ns.values()):
+                if ns.vec.n_live == 0:
+                    self._ns.pop(ns.name)
+                    self._drop_dir(ns)  # nothing live: the directory is pure garbage
+                    continue
+                dead = 1 - ns.vec.n_live / ns.vec.n
+                if len(ns.seqs) > COMPACT_SEGMENTS or dead > COMPACT_DEAD:
+                    ns = self._ns[ns.name] = ns.compacted()
+                    self._home.update(dict.fromkeys(ns.id2row, ns))
+                ns.save_access()
+                ns.save_index()
+
+    def close(self) -> None:
+        """Checkpoint (persists access stats and indexes)."""
+        self.checkpoint()
+
+
+def _concat(parts: list[pa.Table], sch: pa.Schema) -> pa.Table:
+    parts = [p for p in parts if p.num_rows]
+    return pa.concat_tables(parts).combine_chunks() if parts else sch.empty_table()
+
+
+def _scored(table: pa.Table, scores: np.ndarray) -> pa.Table:
+    return table.append_column(SCORE, pa.array(np.asarray(scores, dtype=np.float64)))

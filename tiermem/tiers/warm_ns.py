@@ -1,0 +1,367 @@
+"""One L2 namespace: its files (segments, tombstones, access stats) and its
+in-memory state (Arrow payload by row number, vectors, access stats).
+
+The on-disk format is described in `tiermem.tiers.warm`. Everything here
+runs under the WarmTier's lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+
+from tiermem.errors import ConfigError, TierUnavailable
+from tiermem.filters import Filter
+from tiermem.schema import TS, schema, vectors
+from tiermem.tiers.warm_index import HnswParams, VectorIndex, fsync_path, normalise
+
+NAME_FILE = "namespace"
+TOMBSTONES = "tombstones.log"
+ACCESS = "access.arrow"
+COMPACTED = b"tiermem.compacted"
+SEGMENT_RE = re.compile(r"seg-(\d{8})\.arrow")
+TRIVIAL = Filter(include_superseded=True)  # passes every live row
+
+
+@contextmanager
+def io_errors(what: str, path: Path) -> Iterator[None]:
+    """Translate file, Arrow and usearch failures into TierUnavailable naming `path`."""
+    try:
+        yield
+    except (OSError, pa.ArrowException, RuntimeError) as exc:
+        raise TierUnavailable(f"L2 warm tier: {what} failed at {path}: {exc}") from exc
+
+
+def _write_durably(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write via `write(file)` to a temp name, fsync, rename over `path`, fsync the dir."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    fsync_path(path.parent, directory=True)
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    def write(fh: BinaryIO) -> None:
+        with pa.ipc.new_file(fh, table.schema) as writer:
+            writer.write_table(table)
+
+    _write_durably(path, write)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    # Read into memory: memory-mapping would keep one fd open per segment.
+    return pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all()
+
+
+def write_namespace_name(path: Path, name: str) -> None:
+    """Record the namespace string in its directory."""
+    _write_durably(path / NAME_FILE, lambda fh: fh.write(name.encode()))
+
+
+def read_tombstones(path: Path, read_only: bool) -> list[tuple[str, int]]:
+    """(id, seq) entries; a torn last line (no newline) is ignored, malformed lines too."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and not read_only:
+        os.truncate(path, end)  # so the next append starts on a fresh line
+    out = []
+    for line in data[:end].decode("utf-8", "replace").splitlines():
+        id_, tab, seq = line.partition("\t")
+        if tab and seq.isdigit():
+            out.append((id_, int(seq)))
+    return out
+
+
+class Namespace:
+    """In-memory state of one namespace plus the writes to its directory."""
+
+    def __init__(self, name: str, path: Path, params: HnswParams) -> None:
+        self.name, self.path, self.params = name, path, params
+        self.schema = schema(params.dim)
+        self.parts: list[pa.Table] = []  # one per segment, in seq order
+        self.seqs: list[int] = []
+        self.starts: list[int] = []  # first row number of each part
+        self.id2row: dict[str, int] = {}  # live ids only
+        self.vec = VectorIndex(params)
+        self.last_us = np.zeros(0, dtype=np.int64)  # access stats by row number
+        self.count = np.zeros(0, dtype=np.int64)
+        self.tomb_lines = 0
+        self._table: pa.Table | None = None
+
+    # -- in-memory state --------------------------------------------------
+
+    @property
+    def table(self) -> pa.Table:
+        """All rows (dead included) as one chunked table; concatenation is zero-copy."""
+        if self._table is None:
+            self._table = pa.concat_tables([self.schema.empty_table(), *self.parts])
+        return self._table
+
+    def append(self, table: pa.Table, seq: int) -> None:
+        """Add a segment's rows; an id seen before loses its older row (later rows win)."""
+        self.parts.append(table)
+        self.seqs.append(seq)
+        self.starts.append(self.vec.n)
+        self._table = None
+        ids = table.column("id").to_pylist()
+        old = [self.id2row[i] for i in ids if i in self.id2row]
+        rows = self.vec.append(vectors(table))
+        if old:
+            self.vec.kill(np.asarray(old))
+        self.id2row.update(zip(ids, rows.tolist(), strict=True))
+        last = table.column("last_accessed_at").cast(pa.int64()).to_numpy()
+        count = table.column("access_count").to_numpy()
+        self.last_us = np.concatenate([self.last_us, last])
+        self.count = np.concatenate([self.count, count])
+
+    def seq_of(self, row: int) -> int:
+        """The seq of the segment holding row number `row`."""
+        return self.seqs[bisect.bisect_right(self.starts, row) - 1]
+
+    def rows_of(self, ids: list[str]) -> np.ndarray:
+        """Row numbers of the held ids among `ids`."""
+        return np.asarray([self.id2row[i] for i in ids if i in self.id2row], dtype=np.int64)
+
+    def take(self, rows: np.ndarray) -> pa.Table:
+        """These rows with their current access stats."""
+        t = self.table.take(pa.array(rows, type=pa.int64()))
+        for col, values in (("last_accessed_at", self.last_us), ("access_count", self.count)):
+            i = t.schema.get_field_index(col)
+            arr = pa.array(values[rows], type=TS if col == "last_accessed_at" else pa.int64())
+            t = t.set_column(i, t.schema.field(i), arr)
+        return t
+
+    def touch(self, id_: str, us: int) -> None:
+        """One access of a held id at `us` µs."""
+        row = self.id2row[id_]
+        self.last_us[row] = us
+        self.count[row] += 1
+
+    def live_bytes(self) -> int:
+        """Approximate bytes of the live rows (Arrow share plus vectors)."""
+        if not self.vec.n:
+            return 0
+        arrow = sum(p.nbytes for p in self.parts) * self.vec.n_live // self.vec.n
+        return int(arrow + self.vec.n_live * self.params.dim * 4)
+
+    # -- writes -----------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """A seq above every loaded segment (compaction only ever raises it)."""
+        return self.seqs[-1] + 1 if self.seqs else 1
+
+    def write_segment(self, table: pa.Table, seq: int, *, compacted: bool = False) -> None:
+        """Write `table` durably as segment `seq` (temp, fsync, rename, dir fsync)."""
+        if compacted:
+            table = table.replace_schema_metadata({COMPACTED: b"1"})
+        path = self.path / f"seg-{seq:08d}.arrow"
+        with io_errors("segment write", path):
+            _write_ipc(path, table)
+
+    def tombstone(self, entries: list[tuple[str, int]]) -> None:
+        """Append (id, seq) tombstones durably."""
+        if not entries:
+            return
+        path = self.path / TOMBSTONES
+        body = "".join(f"{i}\t{s}\n" for i, s in entries).encode()
+        with io_errors("tombstone append", path):
+            new = not path.exists()
+            with open(path, "ab") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if new:
+                fsync_path(self.path, directory=True)
+        self.tomb_lines += len(entries)
+
+    def kill_ids(self, ids: list[str], *, persist: bool) -> None:
+        """Remove held ids: tombstones first (when `persist`), then memory."""
+        ids = [i for i in ids if i in self.id2row]
+        rows = [self.id2row[i] for i in ids]
+        if persist:
+            self.tombstone([(i, self.seq_of(r)) for i, r in zip(ids, rows, strict=True)])
+        self.vec.kill(np.asarray(rows, dtype=np.int64))
+        for i in ids:
+            del self.id2row[i]
+
+    def save_access(self) -> None:
+        """Persist access stats of live rows (seq included: an older copy never wins)."""
+        rows = np.flatnonzero(self.vec.live)
+        table = pa.table(
+            {
+                "id": self.table.column("id").take(pa.array(rows, type=pa.int64())),
+                "seq": pa.array([self.seq_of(int(r)) for r in rows], pa.int64()),
+                "last_accessed_at": pa.array(self.last_us[rows], type=TS),
+                "access_count": pa.array(self.count[rows], type=pa.int64()),
+            }
+        )
+        with io_errors("access stats write", self.path / ACCESS):
+            _write_ipc(self.path / ACCESS, table)
+
+    def covers(self) -> dict[str, object]:
+        """What a saved index must have been built from to be reused."""
+        return {"rows": self.vec.n, "segments": list(self.seqs), "tombstones": self.tomb_lines}
+
+    def save_index(self) -> None:
+        """Checkpoint the HNSW index, if one was built."""
+        with io_errors("index save", self.path):
+            self.vec.save_ann(self.path, self.covers())
+
+    def compacted(self) -> Namespace:
+        """Rewrite the live rows as one compacted segment; returns the new state.
+
+        Crash safety: the rename of the compacted segment (seq above all
+        others) is the single commit point. Loading honours the highest
+        compacted segment and ignores every lower seq and its tombstones,
+        so before the rename the old segments + tombstones give the live
+        set, after it the new segment alone holds exactly that set (it was
+        written from it). The later steps (delete old segments, empty
+        tombstones.log via temp+rename, drop the index) only remove files
+        that loading already ignores, so a crash between them changes
+        nothing; a new writable open finishes the deletions.
+        """
+        rows = np.flatnonzero(self.vec.live)
+        table = self.take(rows).combine_chunks()
+        seq = self.next_seq()
+        self.write_segment(table, seq, compacted=True)
+        new = Namespace(self.name, self.path, self.params)
+        new.append(table, seq)
+        with io_errors("compaction cleanup", self.path):
+            for old in self.seqs:
+                (self.path / f"seg-{old:08d}.arrow").unlink(missing_ok=True)
+            _write_durably(self.path / TOMBSTONES, lambda fh: None)
+            self.vec.drop_ann(self.path)  # row numbers changed; rebuilt lazily
+        return new
+
+    # -- search -----------------------------------------------------------
+
+    def search(
+        self, q: np.ndarray, k: int, flt: Filter, threshold: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the top-k live rows passing `flt`, best first.
+
+        Plain-column conditions are a cheap vectorised mask over all rows;
+        metadata `where` (JSON per row) is only evaluated on ranked
+        candidates, best first, until k pass.
+        """
+        q = normalise(q[None, :])[0]
+        base = self._plain_mask(flt)
+        n_pass = int(base.sum())
+        if n_pass == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if self.vec.n_live >= threshold and n_pass >= threshold:
+            if self.vec.ann is None:
+                self.vec.build_ann()
+            # Over-fetch in proportion to what the plain filter removes; more for `where`.
+            fetch = k * 4 * math.ceil(self.vec.n_live / n_pass) * (2 if flt.where else 1)
+            rows, scores = self.vec.search_ann(q, min(fetch, self.vec.n_live))
+            keep = base[rows]
+            rows, scores = self._where(rows[keep], scores[keep], k, flt)
+            if len(rows) >= k:
+                return rows, scores
+        # Small (or heavily filtered) sets, and ANN shortfalls: exact over what passes.
+        cand = np.flatnonzero(base)
+        rows, scores = self.vec.exact(q, cand, len(cand) if flt.where else k)
+        return self._where(rows, scores, k, flt)
+
+    def _plain_mask(self, flt: Filter) -> np.ndarray:
+        plain = replace(flt, where=())
+        if plain == TRIVIAL:
+            return self.vec.live.copy()
+        mask: np.ndarray = self.vec.live & plain.mask(self.table)
+        return mask
+
+    def _where(
+        self, rows: np.ndarray, scores: np.ndarray, k: int, flt: Filter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not flt.where:
+            return rows[:k], scores[:k]
+        meta = self.table.column("metadata")
+        found: list[int] = []
+        step = max(2 * k, 64)
+        for start in range(0, len(rows), step):
+            values = meta.take(pa.array(rows[start : start + step])).to_pylist()
+            ok = [flt.match_metadata(json.loads(v)) for v in values]
+            found.extend((np.flatnonzero(ok) + start).tolist())
+            if len(found) >= k:
+                break
+        idx = np.asarray(found[:k], dtype=np.int64)
+        return rows[idx], scores[idx]
+
+
+def load_namespace(path: Path, params: HnswParams, read_only: bool) -> Namespace:
+    """Replay a namespace directory (see `tiermem.tiers.warm` for the rules)."""
+    with io_errors("load", path):
+        try:
+            name = (path / NAME_FILE).read_text()
+        except FileNotFoundError:
+            name = unquote(path.name)
+        ns = Namespace(name, path, params)
+        segments = _read_segments(ns, read_only)
+        base = max((seq for seq, t in segments if _compacted(t)), default=0)
+        tombs = read_tombstones(path / TOMBSTONES, read_only)
+        ns.tomb_lines = len(tombs)
+        dead = {(i, s) for i, s in tombs if s >= base}
+        for seq, table in segments:
+            if seq < base:  # superseded by a compacted segment
+                if not read_only:
+                    (path / f"seg-{seq:08d}.arrow").unlink()
+                continue
+            ns.append(table.replace_schema_metadata(None), seq)
+            ns.kill_ids(
+                [i for i in table.column("id").to_pylist() if (i, seq) in dead], persist=False
+            )
+        _load_access(ns)
+        ns.vec.load_ann(path, ns.covers())
+    return ns
+
+
+def _compacted(table: pa.Table) -> bool:
+    return COMPACTED in (table.schema.metadata or {})
+
+
+def _read_segments(ns: Namespace, read_only: bool) -> list[tuple[int, pa.Table]]:
+    out = []
+    for entry in sorted(ns.path.iterdir()):
+        if entry.name.endswith(".tmp"):
+            if not read_only:
+                entry.unlink()  # a write that never reached its rename
+        elif match := SEGMENT_RE.fullmatch(entry.name):
+            table = _read_ipc(entry)
+            if not table.schema.equals(ns.schema, check_metadata=False):
+                raise ConfigError(f"{entry}: schema does not match dim={ns.params.dim}")
+            out.append((int(match[1]), table))
+    return out
+
+
+def _load_access(ns: Namespace) -> None:
+    path = ns.path / ACCESS
+    if not path.exists():
+        return
+    t = _read_ipc(path)
+    last = t.column("last_accessed_at").cast(pa.int64()).to_numpy()
+    count = t.column("access_count").to_numpy()
+    for j, (id_, seq) in enumerate(
+        zip(t.column("id").to_pylist(), t.column("seq").to_pylist(), strict=True)
+    ):
+        row = ns.id2row.get(id_)
+        if row is not None and ns.seq_of(row) == seq:  # same copy of the row
+            ns.last_us[row], ns.count[row] = last[j], count[j]
