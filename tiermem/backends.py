@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from tiermem.config import Config, StoreFormat
 from tiermem.errors import TierUnavailable
@@ -68,7 +70,9 @@ def _redis_url(path: Path, cfg: Config, read_only: bool) -> tuple[str, EmbeddedR
 def connect(url: str, cfg: Config) -> redis.Redis:
     """A client for `url`, checked with PING; TierUnavailable if it does not answer."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=cfg.l1.socket_timeout)
+        # redis-py 8 retries with backoff for ~20 s by default; fail fast instead
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
+        client = redis.Redis.from_url(url, socket_timeout=cfg.l1.socket_timeout, retry=retry)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         raise TierUnavailable(
