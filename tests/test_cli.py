@@ -27,9 +27,12 @@ def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped
 
     def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "tiermem.cli", *args], env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "tiermem.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=120,
-        )  # fmt: skip
+        )
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
@@ -38,8 +41,9 @@ def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped
 
 
 def test_add_get_search_stats_sql_forget(cli) -> None:  # type: ignore[no-untyped-def]
-    id_ = cli("add", "Alice drinks green tea", "--ns", "user:alice", "--meta", "src=chat",
-              "--meta", "n=3").stdout.strip()  # fmt: skip
+    id_ = cli(
+        "add", "Alice drinks green tea", "--ns", "user:alice", "--meta", "src=chat", "--meta", "n=3"
+    ).stdout.strip()
     got = json.loads(cli("get", id_).stdout)
     assert got["text"] == "Alice drinks green tea" and got["metadata"] == {"src": "chat", "n": 3}
     hits = json.loads(cli("search", "green tea", "--ns", "user:alice", "--json").stdout)
@@ -85,8 +89,10 @@ def test_unreachable_redis_is_a_clean_error(cli, tmp_path: Path) -> None:  # typ
     proc = subprocess.run(
         [sys.executable, "-m", "tiermem.cli", "stats", "--path", str(tmp_path / "x")],
         env={**os.environ, "TIERMEM_L1__URL": "redis://127.0.0.1:1/0"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -95,8 +101,11 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     env["TIERMEM_EMBEDDING__MODEL"] = "hashing"  # keep the test fast without the model extra
     proc = subprocess.run(
         [sys.executable, "-m", "tiermem.cli", "demo", "--keep", str(tmp_path / "demo")],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for step in ("1. added", "2. search", "3. demoted", "5. deep search", "6. SQL", "7. stats"):
         assert step in proc.stdout

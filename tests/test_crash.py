@@ -29,7 +29,8 @@ CHILD = textwrap.dedent(
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
                           "moves.batch": 10}})
-    res = mem.add_many([{{"text": f"memory number {{i}}"}} for i in range(int(n))], namespace="crash")
+    items = [{{"text": f"memory number {{i}}"}} for i in range(int(n))]
+    res = mem.add_many(items, namespace="crash")
     ids = [i for i in res.ids if i]
     if src != "l1":
         mem.mover.move("l1", src, ids)
@@ -63,8 +64,11 @@ def test_kill_during_move_loses_nothing(
     env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), redis_url, prefix, src, dst, "25", point],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     acked = json.loads((path / "acked.json").read_text())
     assert len(acked) == 25

@@ -33,10 +33,14 @@ def unit(seed: int) -> np.ndarray:
 
 def test_add_get_round_trip(store: tiermem.Engine) -> None:
     m = store.add(
-        "Alice drinks green tea", namespace="user:alice", kind="semantic",
+        "Alice drinks green tea",
+        namespace="user:alice",
+        kind="semantic",
         metadata={"src": "chat", "tags": ["a", "b"], "n": 3, "ok": True, "none": None},
-        importance=0.9, pinned=True, name="tea",
-    )  # fmt: skip
+        importance=0.9,
+        pinned=True,
+        name="tea",
+    )
     got = store.get(m.id)
     assert got.tier == "l1" and got.text == m.text and got.kind == "semantic"
     assert got.metadata == m.metadata and got.importance == 0.9 and got.pinned
@@ -100,8 +104,9 @@ def test_moves_between_every_pair(store: tiermem.Engine) -> None:
 def test_search_ranks_filters_and_isolates(store: tiermem.Engine) -> None:
     now = datetime.now(UTC)
     a = store.add("alpha", namespace="ns1", embedding=unit(1), metadata={"lang": "en", "n": 5})
-    b = store.add("beta", namespace="ns1", embedding=unit(2), metadata={"lang": "fr", "n": 9},
-                  kind="semantic")  # fmt: skip
+    b = store.add(
+        "beta", namespace="ns1", embedding=unit(2), metadata={"lang": "fr", "n": 9}, kind="semantic"
+    )
     store.add("other tenant", namespace="ns2", embedding=unit(1))
     store.demote(b.id, to="l2")
     hits = store.search(unit(1), namespace="ns1", k=5)
@@ -147,8 +152,13 @@ def test_expired_memories_are_never_returned(open_store: OpenStore) -> None:
 
 def test_supersedes_moves_old_fact_cold(store: tiermem.Engine) -> None:
     old = store.add("Alice lives in Paris", namespace="a", kind="semantic", embedding=unit(1))
-    new = store.add("Alice lives in Lisbon", namespace="a", kind="semantic", embedding=unit(1),
-                    supersedes=old.id)  # fmt: skip
+    new = store.add(
+        "Alice lives in Lisbon",
+        namespace="a",
+        kind="semantic",
+        embedding=unit(1),
+        supersedes=old.id,
+    )
     got = store.get(old.id)
     assert got.superseded_by == new.id and got.tier == "l3"
     assert [h.memory.id for h in store.search(unit(1), namespace="a", deep=True)] == [new.id]
@@ -266,7 +276,7 @@ def test_format_mismatch_is_a_config_error(open_store: OpenStore) -> None:
 
 
 def test_redis_down_is_tier_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(tiermem.TierUnavailable, match="127.0.0.1:1"):
+    with pytest.raises(tiermem.TierUnavailable, match=r"127\.0\.0\.1:1"):
         tiermem.open(tmp_path, **{"l1.url": "redis://127.0.0.1:1/0", "embedding.dim": DIM})
     # the failed open released the writer lock
     with pytest.raises(tiermem.TierUnavailable):
@@ -303,12 +313,34 @@ def _alive(pid: int) -> bool:
 
 
 def test_public_surface() -> None:
-    for name in ["open", "Engine", "Memory", "Hit", "BatchResult", "Stats", "TierMemError",
-                 "ValidationError", "NotFound", "LockedError", "QueryError", "ConfigError",
-                 "PolicyError", "CapacityError", "TierUnavailable"]:  # fmt: skip
+    for name in [
+        "open",
+        "Engine",
+        "Memory",
+        "Hit",
+        "BatchResult",
+        "Stats",
+        "TierMemError",
+        "ValidationError",
+        "NotFound",
+        "LockedError",
+        "QueryError",
+        "ConfigError",
+        "PolicyError",
+        "CapacityError",
+        "TierUnavailable",
+    ]:
         assert name in tiermem.__all__ and hasattr(tiermem, name)
-    for err in ["ValidationError", "NotFound", "LockedError", "QueryError", "ConfigError",
-                "PolicyError", "CapacityError", "TierUnavailable"]:  # fmt: skip
+    for err in [
+        "ValidationError",
+        "NotFound",
+        "LockedError",
+        "QueryError",
+        "ConfigError",
+        "PolicyError",
+        "CapacityError",
+        "TierUnavailable",
+    ]:
         assert issubclass(getattr(tiermem, err), tiermem.TierMemError)
 
 

@@ -1,11 +1,11 @@
-"""L1 (HotTier) against the real Redis at 127.0.0.1:6379, under a unique prefix."""
+"""L1 (HotTier) against a real Redis (conftest.redis_url), under a unique prefix."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.tables import DIM, T0, by_id, make_table, unit
 from tiermem import schema as sch
 from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter, parse_where
@@ -23,53 +24,13 @@ from tiermem.tiers.base import SCORE
 from tiermem.tiers.hot import HotTier
 from tiermem.tiers.keys import Keys
 
-DIM = 8
-URL = "redis://127.0.0.1:6379/0"
 # redis-py's default client retries with backoff for seconds before failing
 NO_RETRY = Retry(NoBackoff(), 0)
-T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-def unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    m = rng.standard_normal((n, DIM)).astype(np.float32)
-    return m / np.linalg.norm(m, axis=1, keepdims=True)
-
-
-def make_table(ns: str, n: int, seed: int = 0, **overrides: list[Any]) -> pa.Table:
-    """n rows of namespace `ns` with random unit vectors; `overrides` replace columns."""
-    rng = np.random.default_rng(seed)
-    cols: dict[str, Any] = {
-        "id": [f"{ns}-{seed}-{i}" for i in range(n)],
-        "namespace": [ns] * n,
-        "kind": ["episodic"] * n,
-        "text": [f"memory {i} ☕ naïve 日本" for i in range(n)],
-        "embedding": unit(rng, n),
-        "metadata": [
-            sch.dump_metadata({"i": i, "lang": "en" if i % 2 else "fr"}) for i in range(n)
-        ],
-        "importance": [0.1 + i / (n + 1) for i in range(n)],
-        "created_at": [T0 + timedelta(seconds=i) for i in range(n)],
-        "updated_at": [T0 + timedelta(seconds=i) for i in range(n)],
-        "last_accessed_at": [T0 + timedelta(seconds=i) for i in range(n)],
-        "access_count": [i for i in range(n)],
-        "expires_at": [None] * n,
-        "pinned": [i % 3 == 0 for i in range(n)],
-        "version": [1] * n,
-        "source_ids": [[] for _ in range(n)],
-        "superseded_by": [None] * n,
-        "name": [None] * n,
-    }
-    cols.update(overrides)
-    return sch.from_columns(DIM, cols)
-
-
-def by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in table.to_pylist()}
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis(host="127.0.0.1", port=6379)
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
     yield c
     c.close()
 
@@ -84,8 +45,8 @@ def keys(client: redis.Redis) -> Iterator[Keys]:
 
 
 @pytest.fixture
-def tier(client: redis.Redis, keys: Keys) -> HotTier:
-    return HotTier(client, keys, DIM, URL)
+def tier(client: redis.Redis, keys: Keys, redis_url: str) -> HotTier:
+    return HotTier(client, keys, DIM, redis_url)
 
 
 def test_round_trip_every_column_with_nulls_and_unicode(tier: HotTier) -> None:
@@ -225,9 +186,9 @@ def test_search_respects_filters(tier: HotTier) -> None:
 
 
 def test_search_cache_sees_other_instances_writes(
-    client: redis.Redis, keys: Keys, tier: HotTier
+    client: redis.Redis, keys: Keys, tier: HotTier, redis_url: str
 ) -> None:
-    other = HotTier(redis.Redis(host="127.0.0.1", port=6379), keys, DIM, URL)
+    other = HotTier(redis.Redis.from_url(redis_url), keys, DIM, redis_url)
     t = make_table("a", 10)
     tier.put(t)
     q = sch.vectors(t)[3]

@@ -58,7 +58,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     "l1.prefix": self.prefix,
                     "embedding.dim": DIM,
                     "l2.exact_threshold": 8,
-                },  # fmt: skip
+                },
             )
 
         def teardown(self) -> None:
@@ -66,8 +66,12 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             drop_prefix(redis.Redis.from_url(redis_url), self.prefix)
             shutil.rmtree(self.dir, ignore_errors=True)
 
-        @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50),
-              tier=st.sampled_from(TIERS))  # fmt: skip
+        @rule(
+            target=ids,
+            ns=st.sampled_from(NAMESPACES),
+            seed=st.integers(0, 50),
+            tier=st.sampled_from(TIERS),
+        )
         def add(self, ns: str, seed: int, tier: str) -> str:
             m = self.mem.add(f"memory {seed}", namespace=ns, embedding=vector(seed))
             if tier != "l1":
@@ -77,8 +81,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         @rule(target=ids, ns=st.sampled_from(NAMESPACES), n=st.integers(1, 12))
         def add_many(self, ns: str, n: int) -> str:
-            res = self.mem.add_many([{"text": f"batch {i}", "embedding": vector(100 + i)} for i in range(n)],
-                                    namespace=ns)  # fmt: skip
+            res = self.mem.add_many(
+                [{"text": f"batch {i}", "embedding": vector(100 + i)} for i in range(n)],
+                namespace=ns,
+            )
             for id_ in res.ids:
                 assert id_ is not None
                 self.model[id_] = {"ns": ns, "tier": "l1", "importance": 0.5}

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from tiermem.engine import Engine
 from tiermem.errors import LockedError, TierMemError, ValidationError
+from tiermem.model import Memory
 
 app = typer.Typer(
     name="tiermem",
@@ -57,7 +58,7 @@ def _engine(path: Path, config: Path | None, *, write: bool) -> Iterator[Engine]
         yield mem
 
 
-def _memory_json(m: Any) -> dict[str, Any]:
+def _memory_json(m: Memory) -> dict[str, Any]:
     return m.model_dump(mode="json", exclude={"embedding"})
 
 

@@ -47,7 +47,9 @@ class L1Config(_Section):
 
 
 class L2Config(_Section):
-    exact_threshold: int = Field(5_000, ge=0)  # below: exact numpy (crossover measured: benchmarks/crossover.py)
+    exact_threshold: int = Field(
+        5_000, ge=0
+    )  # below: exact numpy (crossover measured: benchmarks/crossover.py)
     connectivity: int = Field(16, ge=2)
     expansion_add: int = Field(128, ge=1)
     expansion_search: int = Field(64, ge=1)

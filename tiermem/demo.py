@@ -49,20 +49,30 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
             alice = mem.add_many([{"text": t} for t in ALICE], namespace="user:alice")
             mem.add_many([{"text": t} for t in BOB], namespace="user:bob")
             console.print(
-                f"1. added {len(ALICE)} memories for user:alice, {len(BOB)} for user:bob (all in L1 hot)"
+                f"1. added {len(ALICE)} memories for user:alice, {len(BOB)} for user:bob "
+                "(all in L1 hot)"
             )
-            _hits(console, "2. search user:alice 'what does she drink?'",
-                  mem.search("what does she drink?", namespace="user:alice", k=3))  # fmt: skip
+            _hits(
+                console,
+                "2. search user:alice 'what does she drink?'",
+                mem.search("what does she drink?", namespace="user:alice", k=3),
+            )
             ids = [i for i in alice.ids if i]
             for id_ in ids[:4]:
                 mem.demote(id_, to="l2")
             for id_ in ids[:2]:
                 mem.demote(id_, to="l3")
             console.print("3. demoted 2 memories to L2 warm and 2 to L3 cold (crash-safe moves)")
-            _hits(console, "4. default search reads L1+L2 (L3 when they are not enough)",
-                  mem.search("morning drink", namespace="user:alice", k=3))  # fmt: skip
-            _hits(console, "5. deep search also reads L3 cold",
-                  mem.search("morning drink", namespace="user:alice", k=3, deep=True))  # fmt: skip
+            _hits(
+                console,
+                "4. default search reads L1+L2 (L3 when they are not enough)",
+                mem.search("morning drink", namespace="user:alice", k=3),
+            )
+            _hits(
+                console,
+                "5. deep search also reads L3 cold",
+                mem.search("morning drink", namespace="user:alice", k=3, deep=True),
+            )
             q = "SELECT namespace, tier, count(*) AS n FROM memories GROUP BY ALL ORDER BY ALL"
             result = mem.sql(q)
             table = Table(*result.column_names, title=f"6. SQL: {q}", title_justify="left")

@@ -166,11 +166,19 @@ class Engine:
         """Add one memory; returns it as stored. Raises ValidationError on bad input."""
         item = MemoryIn.parse(
             {
-                "text": text, "namespace": namespace, "kind": kind, "metadata": metadata,
-                "importance": importance, "embedding": embedding, "ttl": ttl, "pinned": pinned,
-                "created_at": created_at, "name": name, "supersedes": supersedes,
+                "text": text,
+                "namespace": namespace,
+                "kind": kind,
+                "metadata": metadata,
+                "importance": importance,
+                "embedding": embedding,
+                "ttl": ttl,
+                "pinned": pinned,
+                "created_at": created_at,
+                "name": name,
+                "supersedes": supersedes,
             }
-        )  # fmt: skip
+        )
         if item.supersedes is not None:
             self._check_supersedes(item)
         table = self._write([item])
@@ -361,13 +369,18 @@ class Engine:
             raise ValidationError("must be 'relevance' or 'blended'", field="score")
         now = self.clock()
         flt = Filter(
-            kinds=_kinds(kinds), where=parse_where(where), since=_aware(since, "since"),
-            until=_aware(until, "until"), now=now, include_superseded=include_superseded,
-        )  # fmt: skip
+            kinds=_kinds(kinds),
+            where=parse_where(where),
+            since=_aware(since, "since"),
+            until=_aware(until, "until"),
+            now=now,
+            include_superseded=include_superseded,
+        )
         vec = self._query_vector(query)
         fetch = k if score == "relevance" else 3 * k
         tiers = self.backends.tiers
-        results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in ("l1", "l2")]
+        hot_warm: tuple[TierName, ...] = ("l1", "l2")
+        results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in hot_warm]
         hits = retrieval.merge(results)
         if deep or len(hits) < fetch or hits[0].score < self.config.search.deep_below:
             results.append(("l3", tiers["l3"].search(namespace, vec, fetch, flt)))
@@ -382,9 +395,9 @@ class Engine:
         if isinstance(query, str):
             if not query.strip():
                 raise ValidationError("must not be empty", field="query")
-            return records.embed_items(
-                [MemoryIn(text=query, namespace="q")], self.embedder, self.dim
-            )[0]
+            item = MemoryIn(text=query, namespace="q")
+            vec: np.ndarray = records.embed_items([item], self.embedder, self.dim)[0]
+            return vec
         try:
             vec = np.asarray(query, dtype=np.float32)
         except (TypeError, ValueError):

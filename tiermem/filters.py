@@ -152,7 +152,8 @@ class Filter:
 
     def sql(self) -> tuple[str, list[Any]]:
         """A WHERE clause (without `where`) for the plain columns, and its params."""
-        parts, params = ["TRUE"], []
+        parts: list[str] = ["TRUE"]
+        params: list[Any] = []
         if self.kinds is not None:
             parts.append(f"kind IN ({', '.join('?' for _ in self.kinds)})")
             params += sorted(self.kinds)

@@ -22,7 +22,8 @@ def check_vector(vec: np.ndarray, dim: int, field: str = "embedding") -> np.ndar
         raise ValidationError(f"has dimension {vec.shape[0]}, the store uses {dim}", field=field)
     if not np.any(vec):
         raise ValidationError("must not be all zeros", field=field)
-    return normalize(vec.reshape(1, dim))[0]
+    unit: np.ndarray = normalize(vec.reshape(1, dim))[0]
+    return unit
 
 
 def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.ndarray:

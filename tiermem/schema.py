@@ -67,7 +67,8 @@ def vectors(table: pa.Table) -> np.ndarray:
     flat = col.values.to_numpy(zero_copy_only=False)
     if col.offset:
         flat = flat[col.offset * dim : (col.offset + len(col)) * dim]
-    return flat.reshape(len(col), dim)
+    out: np.ndarray = flat.reshape(len(col), dim)
+    return out
 
 
 def embedding_array(mat: np.ndarray) -> pa.FixedSizeListArray:
