@@ -59,7 +59,8 @@ class L2Config(_Section):
 class L3Config(_Section):
     codec: Literal["zstd"] = "zstd"  # format setting
     zstd_level: int = Field(3, ge=1, le=22)
-    row_group_size: int = Field(100_000, ge=1_000)
+    # 10k-row groups: gets of one id skip most of a file (23 ms vs 129 ms at 100k rows, 384-d)
+    row_group_size: int = Field(10_000, ge=1_000)
 
 
 class EmbeddingConfig(_Section):

@@ -27,7 +27,6 @@ them; there is one writer per data dir anyway).
 from __future__ import annotations
 
 import bisect
-import json
 import shutil
 import threading
 import uuid
@@ -54,7 +53,7 @@ from tiermem.tiers.base import SCORE
 
 BATCH = 10_000
 _DEAD = "_tm_l3_dead"  # DuckDB name of the registered Arrow table of deleted pairs
-_KEYS = "_tm_l3_keys"  # ... and of the keys a query looks up (ids, or rows)
+_IDS = "_tm_l3_ids"  # ... and of the ids a get/locate looks for
 _PAIRS = pa.schema([("id", pa.string()), ("file", pa.string())])
 
 
@@ -162,18 +161,18 @@ class ColdTier:
             except duckdb.Error as exc:
                 raise QueryError(str(exc)) from exc
 
-    def _run(self, sql: str, params: list[Any], keys: pa.Table | None = None) -> pa.Table:
-        """A tier-internal query; `keys` is registered as table `_KEYS` meanwhile."""
+    def _run(self, sql: str, params: list[Any], ids: Sequence[str] = ()) -> pa.Table:
+        """A tier-internal query; `ids` are registered as table `_IDS` meanwhile."""
         with self.connection_lock, _io("query", self.root):
-            if keys is not None:
-                self._con.register(_KEYS, keys)
+            if ids:
+                self._con.register(_IDS, pa.table({"id": pa.array(ids, pa.string())}))
             try:
                 rel = self._con.sql(sql, params=params)
                 assert rel is not None
                 return rel.to_arrow_table()
             finally:
-                if keys is not None:
-                    self._con.unregister(_KEYS)
+                if ids:
+                    self._con.unregister(_IDS)
 
     def _select(self) -> str:
         cols = (
@@ -203,9 +202,9 @@ class ColdTier:
             return pa.table({})
         sql = (
             f"SELECT {columns}, filename FROM read_parquet(?, filename=true) AS t "
-            f"WHERE id IN (SELECT id FROM {_KEYS}) AND {_not_dead()}"
+            f"WHERE id IN (SELECT id FROM {_IDS}) AND {_not_dead()}"
         )
-        return self._run(sql, [files], pa.table({"id": pa.array(ids, pa.string())}))
+        return self._run(sql, [files], ids)
 
     def get(self, ids: Sequence[str]) -> pa.Table:
         """The live rows of `ids` held here, with current access stats."""
@@ -236,48 +235,25 @@ class ColdTier:
         if k <= 0 or not files:
             return out_schema.empty_table()
         where, wparams = flt.sql()
-        # Two phases: rank reading only what scoring and filtering need, then
-        # fetch the k winners' full rows by (file, row number), which prunes
-        # row groups. Materialising every column for all rows costs ~1.5x.
-        rank = (
-            f"SELECT filename, file_row_number AS rn, metadata, "
-            f"list_cosine_similarity(embedding, ?::FLOAT[])::DOUBLE AS {SCORE} "
-            f"FROM read_parquet(?, filename=true, file_row_number=true) AS t "
+        sql = (
+            f"SELECT {self._select()}, filename, "
+            f"array_cosine_similarity(embedding::FLOAT[{self.dim}], ?::FLOAT[{self.dim}])::DOUBLE "
+            f"AS {SCORE} FROM read_parquet(?, filename=true) AS t "
             f"WHERE namespace = ? AND {where} AND {_not_dead()} "
             f"ORDER BY {SCORE} DESC, id LIMIT ?"
         )
-        fetch = (
-            f"SELECT {self._select()}, filename, file_row_number AS rn "
-            f"FROM read_parquet(?, filename=true, file_row_number=true) AS t "
-            f"WHERE (filename, file_row_number) IN (SELECT filename, rn FROM {_KEYS})"
-        )
-        with self.connection_lock:
-            top = self._rank(rank, [q.tolist(), files, namespace, *wparams], k, flt)
-            if top.num_rows == 0:
-                return out_schema.empty_table()
-            rows = self._run(fetch, [files], top.select(["filename", "rn"]))
-            at = {key: i for i, key in enumerate(_pairs(top, "filename", "rn"))}
-            keys = list(_pairs(rows, "filename", "rn"))
-            rows = rows.take(sorted(range(rows.num_rows), key=lambda i: at[keys[i]]))
-            rows = self._access.apply(rows).append_column(SCORE, top[SCORE])
-            return rows.select([*COLUMNS, SCORE]).cast(out_schema)
-
-    def _rank(self, sql: str, params: list[Any], k: int, flt: Filter) -> pa.Table:
-        """The top-k (filename, rn, score) rows; `flt.where` on a widening LIMIT.
-
-        Metadata conditions are not in SQL: fetch k*8 candidates, then x8,
-        until k pass or every row was seen.
-        """
         limit = k * 8 if flt.where else k
-        while True:
-            rows = self._run(sql, [*params, limit])
-            passed = rows
-            if flt.where:
-                meta = rows["metadata"].to_pylist()
-                passed = rows.filter(pa.array([flt.match_metadata(json.loads(m)) for m in meta]))
-            if passed.num_rows >= k or rows.num_rows < limit:
-                return passed.slice(0, k)
-            limit *= 8
+        with self.connection_lock:
+            while True:
+                rows = self._run(sql, [q.tolist(), files, namespace, *wparams, limit])
+                passed = rows.filter(flt.mask(rows)) if flt.where and rows.num_rows else rows
+                if passed.num_rows >= k or rows.num_rows < limit:
+                    break
+                limit *= 8
+            if passed.num_rows == 0:
+                return out_schema.empty_table()
+            top = self._access.apply(passed.slice(0, k))
+            return top.select([*COLUMNS, SCORE]).cast(out_schema)
 
     def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
         """Every live row (of one namespace, or all), in batches of at most 10k rows.
@@ -488,10 +464,6 @@ class ColdTier:
         with self.connection_lock:
             self._closed = True
             self._con.close()
-
-
-def _pairs(t: pa.Table, a: str, b: str) -> Iterator[tuple[Any, Any]]:
-    return zip(t[a].to_pylist(), t[b].to_pylist(), strict=True)
 
 
 def _not_dead() -> str:
