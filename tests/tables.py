@@ -42,6 +42,7 @@ def make_table(ns: str, n: int, seed: int = 0, **overrides: list[Any]) -> pa.Tab
         "source_ids": [[] for _ in range(n)],
         "superseded_by": [None] * n,
         "name": [None] * n,
+        "tiered_at": [T0 + timedelta(seconds=i) for i in range(n)],
     }
     cols.update(overrides)
     return sch.from_columns(DIM, cols)

@@ -49,6 +49,7 @@ def make_rows(
         "source_ids": [[] if i % 2 else [f"src-{i}", "ü"] for i in range(n)],
         "superseded_by": [None if i % 7 else "newer" for i in range(n)],
         "name": [None if i % 3 else f"nom-{i}" for i in range(n)],
+        "tiered_at": [T0 + timedelta(minutes=i, seconds=2) for i in range(n)],
     }
     base.update(cols)
     return from_columns(DIM, base)

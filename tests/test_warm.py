@@ -53,6 +53,7 @@ def make(
         "source_ids": [[] for _ in ids],
         "superseded_by": [None] * n,
         "name": [None] * n,
+        "tiered_at": [T0] * n,
     }
     base.update(cols)
     return from_columns(dim, base)

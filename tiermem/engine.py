@@ -82,7 +82,7 @@ class Engine:
             self.format = check_format(self.path, config, create=not read_only)
             self._embedder = self._check_embedder(embedder)
             self._b: Backends | None = open_backends(self.path, config, self.format, read_only)
-            self.mover = Mover(self._b.tiers, self.path / "moves", config.moves.batch)
+            self.mover = Mover(self._b.tiers, self.path / "moves", config.moves.batch, self.clock)
             if not read_only:
                 self.mover.recover()
             self._sql = SqlViews(self._b, self.format.dim)

@@ -196,6 +196,7 @@ class Memory(BaseModel):
     source_ids: list[str] = Field(default_factory=list)
     superseded_by: str | None = None
     name: str | None = None
+    tiered_at: datetime | None = None  # when it entered its current tier
     tier: TierName = "l1"
 
     def __eq__(self, other: object) -> bool:

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tiermem import schema
 from tiermem.failpoints import failpoint
+from tiermem.ids import Clock
 from tiermem.model import TIERS, TierName
 from tiermem.tiers.base import Tier
 
@@ -78,10 +80,13 @@ class Journal:
 class Mover:
     """Moves memories between tiers in batches, journaled (see module doc)."""
 
-    def __init__(self, tiers: Mapping[TierName, Tier], journal_dir: Path, batch: int) -> None:
+    def __init__(
+        self, tiers: Mapping[TierName, Tier], journal_dir: Path, batch: int, clock: Clock
+    ) -> None:
         self.tiers = tiers
         self.journal = Journal(journal_dir)
         self.batch = batch
+        self.clock = clock
 
     def move(self, src: TierName, dst: TierName, ids: Sequence[str]) -> int:
         """Move the ids held in `src` to `dst`; returns how many moved."""
@@ -97,6 +102,8 @@ class Mover:
         failpoint("move.journaled")
         rows = self.tiers[src].get(ids)
         if rows.num_rows:
+            at = pa.array([self.clock()] * rows.num_rows, schema.TS)
+            rows = rows.set_column(rows.schema.get_field_index("tiered_at"), "tiered_at", at)
             self.tiers[dst].put(rows)  # durable before the source goes
             failpoint("move.copied")
             self.tiers[src].delete(rows.column("id").to_pylist())

@@ -65,6 +65,7 @@ def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: in
         cols["source_ids"].append([])
         cols["superseded_by"].append(None)
         cols["name"].append(m.name)
+        cols["tiered_at"].append(now)
     return schema.from_columns(dim, {**cols, "embedding": vecs})
 
 

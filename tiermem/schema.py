@@ -48,6 +48,7 @@ def schema(dim: int) -> pa.Schema:
             pa.field("source_ids", pa.list_(pa.string()), nullable=False),
             pa.field("superseded_by", pa.string()),
             pa.field("name", pa.string()),
+            pa.field("tiered_at", TS, nullable=False),  # when it entered its current tier
         ]
     )
 

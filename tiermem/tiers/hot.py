@@ -41,7 +41,7 @@ from tiermem.tiers.keys import Keys
 
 BATCH = 1000  # records per MULTI/EXEC or pipelined read
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
-_TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at")
+_TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at", "tiered_at")
 _JSON_COLS = ("source_ids",)
 _BOOL_COLS = ("pinned",)
 _INT_COLS = ("access_count", "version")

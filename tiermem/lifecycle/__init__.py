@@ -1,0 +1,1 @@
+"""Lifecycle: policies (data), selectors and planners (pure), the scheduler."""
