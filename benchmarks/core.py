@@ -7,12 +7,13 @@ float32 vectors, texts of 80-200 chars, small metadata):
    precomputed embeddings. Limit: a raw redis-py pipeline
    (transaction=False, one execute per 1,000 commands) doing one HSET per
    memory with the fields L1 stores (id, namespace, kind, text, float32
-   embedding bytes, metadata JSON, importance, timestamps as integer us,
-   access_count, pinned, version, source_ids), on the same key shape. The
-   limit writes no indexes (recency/frequency ZSETs, id directory, version
-   counters) and no MULTI/EXEC: the ratio includes their cost. Raw and
-   tiermem batches alternate, so both see the same machine noise; the raw
-   keys are deleted after each batch (untimed).
+   embedding bytes, metadata JSON, importance, access_count, pinned,
+   version, source_ids, and the created/updated/last-accessed/tiered
+   timestamps as integer us), on the same key shape. The limit writes no
+   indexes (recency/frequency/kind ZSETs, id directory, version counters)
+   and no MULTI/EXEC: the ratio includes their cost. Raw and tiermem
+   batches alternate, so both see the same machine noise; the raw keys are
+   deleted after each batch (untimed).
 2. **Move** L1->L2 of every memory with the engine's crash-safe mover,
    `mem.mover.move("l1", "l2", ids)`, 1,000 ids per call in insertion
    order (namespaces interleaved, as written). No limit: the table gives
@@ -58,6 +59,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +93,7 @@ VOCAB = (
     "token model prompt reply calendar email friday monday lunch travel flight hotel"
 )
 WORDS = VOCAB.split()
+GIT_RUN: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "timeout": 10}
 
 
 @dataclass
@@ -169,6 +172,7 @@ def raw_fields(item: dict[str, Any], now_us: int) -> dict[str, Any]:
         "created_at": now_us,
         "updated_at": now_us,
         "last_accessed_at": now_us,
+        "tiered_at": now_us,
         "access_count": 0,
         "pinned": b"0",
         "version": 1,
@@ -369,6 +373,17 @@ def bench_search(mem: tiermem.Engine, data: Data, ids: list[str], n_q: int, seed
 # -- report --------------------------------------------------------------------------
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], **GIT_RUN)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], **GIT_RUN)
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
 def versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
@@ -410,7 +425,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| recall@10 vs numpy exact | {se['recall_at_10']:.4f} | usearch | "
         f"{se['usearch_recall_at_10']:.4f} | |",
         "",
-        f"tiermem first search per namespace (untimed warm-up above): p50 "
+        f"tiermem first search per namespace (the warm-up, not in the percentiles): p50 "
         f"{num(se['tiermem_first_query_ms']['p50'])} ms, max "
         f"{num(se['tiermem_first_query_ms']['max'])} ms. usearch limit build: "
         f"{se['usearch_build_s']:.1f} s. Move total: {mv['total_s']:.1f} s.",
@@ -457,7 +472,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         delete_prefix(client, base)
         client.close()
-    return {"ingest": ingest, "move": move, "search": search, "redis_server": server}
+    sizes = np.bincount(data.ns_of)
+    return {
+        "namespace_sizes": {"max": int(sizes.max()), "median": float(np.median(sizes))},
+        "redis_server": server,
+        "ingest": ingest,
+        "move": move,
+        "search": search,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": K,
         "seed": args.seed,
         "versions": versions(),
+        "git": git_state(),
         "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
         **run(args),
     }

@@ -75,6 +75,22 @@ class SearchConfig(_Section):
     deep_below: float = Field(0.5, ge=-1.0, le=1.0)
 
 
+class SchedulerConfig(_Section):
+    """Seconds between runs of each lifecycle job (0 disables it)."""
+
+    demote: float = Field(300, ge=0)
+    promote: float = Field(60, ge=0)
+    expire: float = Field(600, ge=0)
+    checkpoint: float = Field(300, ge=0)
+    compact: float = Field(3600, ge=0)
+    lease: float = Field(30, gt=0)  # cross-process job lock lease (renewed by a heartbeat)
+
+    def intervals(self) -> dict[str, float]:
+        return {
+            j: getattr(self, j) for j in ("demote", "promote", "expire", "checkpoint", "compact")
+        }
+
+
 class MovesConfig(_Section):
     batch: int = Field(1_000, ge=1)  # memories per crash-safe move batch
 
@@ -92,6 +108,7 @@ class Config(BaseSettings):
     embedding: EmbeddingConfig = EmbeddingConfig()
     search: SearchConfig = SearchConfig()
     moves: MovesConfig = MovesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     policy: str = "default"
 
     @classmethod

@@ -18,30 +18,35 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tiermem import records, retrieval, schema
+from tiermem import inputs, records, retrieval, schema
+from tiermem.access import HitLog
 from tiermem.backends import Backends, open_backends
 from tiermem.config import Config, check_format
 from tiermem.embed import Embedder, default_embedder
 from tiermem.errors import ConfigError, NotFound, TierMemError, ValidationError
+from tiermem.events import EventLog
 from tiermem.filters import Filter, parse_where
-from tiermem.ids import Clock, utcnow
+from tiermem.ids import Clock, to_us, utcnow
+from tiermem.lifecycle import capacity, planners, snapshot
+from tiermem.lifecycle.jobs import Lifecycle, Progress
+from tiermem.lifecycle.policy import Policy, load_policy
+from tiermem.lifecycle.scheduler import Scheduler
 from tiermem.lock import WriterLock
 from tiermem.model import (
     KINDS,
     TIERS,
     BatchResult,
     Hit,
+    JobReport,
     Memory,
     MemoryIn,
+    Plan,
     Stats,
     TierName,
     check_namespace,
 )
 from tiermem.moves import Mover
-from tiermem.resources import resolve_policy
 from tiermem.sql import SqlViews
-
-MAX_K = 1_000
 
 
 class Engine:
@@ -68,10 +73,11 @@ class Engine:
         self.path = Path(path).expanduser().resolve()
         self.config = config
         self.read_only = read_only
-        self.policy = resolve_policy(policy or config.policy)
+        self.policy: Policy = load_policy(policy or config.policy)
         self.clock: Clock = clock or utcnow
         self._mutex = threading.RLock()
         self._hits: Counter[TierName] = Counter()
+        self._jobs: Counter[str] = Counter()
         self._misses = 0
         if not read_only:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -85,6 +91,18 @@ class Engine:
             self.mover = Mover(self._b.tiers, self.path / "moves", config.moves.batch, self.clock)
             if not read_only:
                 self.mover.recover()
+            self.hits = HitLog(None if read_only else self.path / "hits.arrow")
+            self.events = EventLog(self.path / "events", read_only=read_only)
+            self.lifecycle = Lifecycle(
+                self._b,
+                self.mover,
+                self.policy,
+                self.hits,
+                self.events,
+                self.dim,
+                config.moves.batch,
+            )
+            self._scheduler: Scheduler | None = None
             self._sql = SqlViews(self._b, self.format.dim)
         except BaseException:
             if self._lock is not None:
@@ -98,8 +116,11 @@ class Engine:
         with self._mutex:
             if self._b is None:
                 return
+            self.stop_scheduler()
             b, self._b = self._b, None
             try:
+                if not self.read_only:
+                    self.hits.save()
                 self._sql.close()
                 b.close()
             finally:
@@ -181,8 +202,10 @@ class Engine:
         )
         if item.supersedes is not None:
             self._check_supersedes(item)
-        table = self._write([item])
-        memory = schema.to_memories(table, "l1")[0]
+        memories, errors = self._write([item])
+        if errors:
+            raise errors[0]
+        memory = memories[0]
         if item.supersedes is not None:
             self._supersede(item.supersedes, memory.id)
         return memory
@@ -206,18 +229,64 @@ class Engine:
             except TierMemError as exc:
                 errors[i] = exc
         if good:
-            table = self._write([item for _, item in good])
-            for (i, _), id_ in zip(good, table.column("id").to_pylist(), strict=True):
-                ids[i] = id_
+            written, failed = self._write([item for _, item in good])
+            for j, (i, _) in enumerate(good):
+                if j in failed:
+                    errors[i] = failed[j]
+            for (i, _), m in zip(
+                [g for j, g in enumerate(good) if j not in failed], written, strict=True
+            ):
+                ids[i] = m.id
         return BatchResult(ids=ids, errors=errors)
 
-    def _write(self, items: Sequence[MemoryIn]) -> pa.Table:
+    def _write(self, items: Sequence[MemoryIn]) -> tuple[list[Memory], dict[int, TierMemError]]:
+        """Write the items that fit (policy capacity); returns them and errors by index."""
         b = self._writable()
-        vecs = records.embed_items(items, self.embedder, self.dim)
-        table = records.new_rows(items, vecs, self.clock(), self.dim)
         with self._mutex:
-            b.l1.put(table)
-        return table
+            adm = capacity.admit(items, self.policy, self._count)
+            chosen = [self._with_default_ttl(items[i]) for i in adm.admitted]
+            if not chosen:
+                return [], adm.errors
+            vecs = records.embed_items(chosen, self.embedder, self.dim)
+            table = records.new_rows(chosen, vecs, self.clock(), self.dim)
+            places: list[TierName] = [self.policy.for_kind(m.kind).place for m in chosen]
+            for tier in dict.fromkeys(places):
+                rows = [i for i, p in enumerate(places) if p == tier]
+                b.tiers[tier].put(table.take(rows) if len(rows) < len(places) else table)
+            for group in adm.evict:
+                self._evict_now(*group)
+        memories = schema.to_memories(table, "l1")
+        return [
+            m.model_copy(update={"tier": p}) for m, p in zip(memories, places, strict=True)
+        ], adm.errors
+
+    def _with_default_ttl(self, item: MemoryIn) -> MemoryIn:
+        ttl = self.policy.for_kind(item.kind).ttl
+        return item if item.ttl is not None or ttl is None else item.model_copy(update={"ttl": ttl})
+
+    def _count(self, tier: TierName, namespace: str, kind: str) -> int:
+        if tier == "l1":
+            return self.backends.l1.count(namespace, kind)
+        return sum(
+            sum(1 for k in t["kind"].to_pylist() if k == kind)
+            for t in self.backends.tiers[tier].scan(namespace)
+        )
+
+    def _evict_now(self, tier: TierName, namespace: str, kind: str) -> None:
+        """Demote the excess of a group that a write took over capacity (on_full: evict)."""
+        b, now = self.backends, self.clock()
+        if tier == "l1":
+            groups = snapshot.hot_groups(b.l1, self.dim, [namespace])
+        else:
+            groups = [
+                g
+                for g in snapshot.warm_groups(b.l2, self.dim, self.hits)
+                if g.namespace == namespace
+            ]
+        for group in groups:
+            if group.kind == kind:
+                actions, _ = planners.demote_group(group, self.policy, now, capacity.EVICT_TO)
+                self.lifecycle.apply("evict", actions, now)
 
     def update(
         self,
@@ -266,9 +335,10 @@ class Engine:
         """Delete memories by id; returns how many existed."""
         b = self._writable()
         with self._mutex:
-            return sum(
-                b.tiers[tier].delete(t.column("id").to_pylist()) for tier, t in self._find(ids)
-            )
+            found = [(tier, t.column("id").to_pylist()) for tier, t in self._find(ids)]
+            for _, gone in found:
+                self.hits.drop(gone)
+            return sum(b.tiers[tier].delete(gone) for tier, gone in found)
 
     def forget(self, *, namespace: str) -> int:
         """Erase a whole namespace from every tier; returns how many memories it had."""
@@ -333,15 +403,23 @@ class Engine:
         return {m.id: m for m in self._accessed(list(out.values()), now)}
 
     def _accessed(self, memories: list[Memory], now: datetime) -> list[Memory]:
-        """Record one access of each memory; returns them with updated stats."""
-        if self.read_only or not memories:
+        """Record one access of each memory; returns them with updated stats.
+
+        L1 accesses go to Redis (shared, so read-only processes count too);
+        L2/L3 state belongs to the writer, so only the writer records those.
+        """
+        if not memories:
             return memories
         by_tier: dict[TierName, list[str]] = {}
         for m in memories:
             by_tier.setdefault(m.tier, []).append(m.id)
         for tier, ids in by_tier.items():
-            self.backends.tiers[tier].touch(ids, now)
             self._hits[tier] += len(ids)
+            if tier != "l1" and self.read_only:
+                continue
+            self.backends.tiers[tier].touch(ids, now)
+            if tier != "l1":
+                self.hits.record(ids, to_us(now))
         return [
             m.model_copy(update={"last_accessed_at": now, "access_count": m.access_count + 1})
             for m in memories
@@ -363,20 +441,19 @@ class Engine:
     ) -> list[Hit]:
         """The k memories of `namespace` most similar to `query`, best first."""
         check_namespace(namespace)
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise ValidationError(f"must be an integer from 1 to {MAX_K}", field="k")
+        inputs.k(k)
         if score not in ("relevance", "blended"):
             raise ValidationError("must be 'relevance' or 'blended'", field="score")
         now = self.clock()
         flt = Filter(
-            kinds=_kinds(kinds),
+            kinds=inputs.kinds(kinds),
             where=parse_where(where),
-            since=_aware(since, "since"),
-            until=_aware(until, "until"),
+            since=inputs.aware(since, "since"),
+            until=inputs.aware(until, "until"),
             now=now,
             include_superseded=include_superseded,
         )
-        vec = self._query_vector(query)
+        vec = inputs.query_vector(query, self.embedder, self.dim)
         fetch = k if score == "relevance" else 3 * k
         tiers = self.backends.tiers
         hot_warm: tuple[TierName, ...] = ("l1", "l2")
@@ -391,21 +468,6 @@ class Engine:
         fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
         return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
 
-    def _query_vector(self, query: str | Sequence[float] | np.ndarray) -> np.ndarray:
-        if isinstance(query, str):
-            if not query.strip():
-                raise ValidationError("must not be empty", field="query")
-            item = MemoryIn(text=query, namespace="q")
-            vec: np.ndarray = records.embed_items([item], self.embedder, self.dim)[0]
-            return vec
-        try:
-            vec = np.asarray(query, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValidationError("must be a string or a vector", field="query") from None
-        if vec.ndim != 1 or not np.isfinite(vec).all():
-            raise ValidationError("must be a 1-d vector of finite numbers", field="query")
-        return records.check_vector(vec, self.dim, field="query")
-
     def scan(
         self,
         namespace: str | None = None,
@@ -415,8 +477,8 @@ class Engine:
         """Every memory (of a namespace, kinds, tiers); not counted as accesses."""
         if namespace is not None:
             check_namespace(namespace)
-        wanted = _kinds(kinds)
-        names = list(TIERS) if tiers is None else [_tier(t) for t in tiers]
+        wanted = inputs.kinds(kinds)
+        names = list(TIERS) if tiers is None else [inputs.tier(t) for t in tiers]
         for name in names:
             for table in self.backends.tiers[name].scan(namespace):
                 for m in schema.to_memories(table, name):
@@ -427,11 +489,11 @@ class Engine:
 
     def promote(self, id: str, to: str = "l1") -> Memory:
         """Move a memory to a hotter tier (no-op if already there)."""
-        return self._manual_move(id, _tier(to), hotter=True)
+        return self._manual_move(id, inputs.tier(to), hotter=True)
 
     def demote(self, id: str, to: str = "l3") -> Memory:
         """Move a memory to a colder tier (no-op if already there); pins do not stop this."""
-        return self._manual_move(id, _tier(to), hotter=False)
+        return self._manual_move(id, inputs.tier(to), hotter=False)
 
     def _manual_move(self, id: str, dst: TierName, *, hotter: bool) -> Memory:
         self._writable()
@@ -451,6 +513,48 @@ class Engine:
         """Unpin a memory."""
         return self.update(id, pinned=False)
 
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def plan(self, job: str, now: datetime | None = None) -> Plan:
+        """What `job` would do (a dry run: nothing changes). Jobs: see `JOBS`."""
+        return self.lifecycle.plan(job, now or self.clock())
+
+    def run(
+        self, job: str, now: datetime | None = None, progress: Progress | None = None
+    ) -> JobReport:
+        """Run one pass of `job` now, through the crash-safe executor."""
+        self._writable()
+        with self._mutex:
+            report = self.lifecycle.run(job, now or self.clock(), progress)
+        self._jobs[job] += 1
+        return report
+
+    def scheduler(self, *, blocking: bool = False) -> Scheduler:
+        """A scheduler running this engine's jobs on the configured intervals."""
+        cfg = self.config.scheduler
+        return Scheduler(
+            self.run,
+            cfg.intervals(),
+            self.backends.l1.client,
+            self.backends.l1.keys,
+            clock=self.clock,
+            lease=cfg.lease,
+            blocking=blocking,
+        )
+
+    def start_scheduler(self) -> None:
+        """Run lifecycle jobs in the background (APScheduler) until `stop_scheduler`."""
+        self._writable()
+        if self._scheduler is None:
+            self._scheduler = self.scheduler()
+            self._scheduler.start()
+
+    def stop_scheduler(self) -> None:
+        """Stop background jobs, waiting for a running one to finish."""
+        if self._scheduler is not None:
+            self._scheduler.stop(wait=True)
+            self._scheduler = None
+
     # -- introspection ---------------------------------------------------------------------
 
     def stats(self) -> Stats:
@@ -466,6 +570,7 @@ class Engine:
             kinds=dict(kinds),
             hits={t: self._hits[t] for t in TIERS},
             misses=self._misses,
+            jobs=dict(self._jobs),
         )
 
     def sql(self, query: str, *, namespace: str | None = None) -> pa.Table:
@@ -473,26 +578,3 @@ class Engine:
         if namespace is not None:
             check_namespace(namespace)
         return self._sql.query(query, namespace=namespace)
-
-
-def _kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:
-    if kinds is None:
-        return None
-    wanted = frozenset([kinds] if isinstance(kinds, str) else kinds)
-    bad = wanted - set(KINDS)
-    if bad:
-        raise ValidationError(f"unknown kind(s) {sorted(bad)}; use {list(KINDS)}", field="kinds")
-    return wanted
-
-
-def _tier(name: str) -> TierName:
-    for t in TIERS:
-        if t == name:
-            return t
-    raise ValidationError(f"unknown tier {name!r}; use l1, l2 or l3", field="tier")
-
-
-def _aware(dt: datetime | None, field: str) -> datetime | None:
-    if dt is not None and (not isinstance(dt, datetime) or dt.utcoffset() is None):
-        raise ValidationError("must be a timezone-aware datetime", field=field)
-    return dt

@@ -288,11 +288,16 @@ class Action(BaseModel):
 
 
 class Plan(BaseModel):
-    """What a job would do, computed without changing anything."""
+    """What a job would do, computed without changing anything.
+
+    `notes` are things the job will not act on but a user should know
+    (e.g. a tier over capacity whose policy says `on_full: warn`).
+    """
 
     job: str
     now: datetime
     actions: list[Action] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 class JobReport(BaseModel):
@@ -304,3 +309,5 @@ class JobReport(BaseModel):
     deleted: int = 0
     seconds: float = 0.0
     errors: list[str] = Field(default_factory=list)
+    run: str = ""  # correlation id, also in the events log
+    notes: list[str] = Field(default_factory=list)

@@ -33,3 +33,4 @@ class ItemStats:
     expires_at: datetime | None = None
     pinned: bool = False
     size: int = 0  # approximate stored bytes
+    superseded: bool = False  # has superseded_by (an old fact or procedure version)

@@ -195,6 +195,17 @@ class ColdTier:
                 out.append(f)
         return out
 
+    def columns(self, names: Sequence[str], namespace: str | None = None) -> pa.Table | None:
+        """Live rows, only the named columns (the lifecycle reads no vectors); None if empty."""
+        files = [str(p) for p in self.files(namespace)]
+        if not files:
+            return None
+        sql = (
+            f"SELECT {', '.join(names)} FROM read_parquet(?, filename=true) AS t "
+            f"WHERE {_not_dead()}"
+        )
+        return self._run(sql, [files])
+
     def _fetch(self, ids: Sequence[str], columns: str) -> pa.Table:
         """Live rows of `ids` (pruned by manifest id ranges), with a `filename` column."""
         files = [self._abs(f.path) for f in self._candidates(ids)]

@@ -35,11 +35,12 @@ from tiermem import schema as sch
 from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
-from tiermem.model import TierName, TierStats
+from tiermem.model import KINDS, TierName, TierStats
 from tiermem.tiers.base import SCORE
 from tiermem.tiers.keys import Keys
 
 BATCH = 1000  # records per MULTI/EXEC or pipelined read
+UNINDEX_COMMANDS = len(KINDS) + 4  # commands `_unindex` queues per namespace
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
 _TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at", "tiered_at")
 _JSON_COLS = ("source_ids",)
@@ -48,8 +49,19 @@ _INT_COLS = ("access_count", "version")
 
 # Touch must not resurrect a record deleted since we looked up its
 # namespace, hence the EXISTS check inside one atomic script.
+# The record's `hits` field keeps the last HITS_KEPT access times (µs, comma
+# separated) for the promotion window; it is not a schema column.
+HITS_KEPT = 16
 _TOUCH_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local hits = redis.call('HGET', KEYS[1], 'hits')
+hits = hits and (hits .. ',' .. ARGV[2]) or ARGV[2]
+local parts = {}
+for p in string.gmatch(hits, '[^,]+') do parts[#parts + 1] = p end
+if #parts > tonumber(ARGV[3]) then
+  hits = table.concat(parts, ',', #parts - tonumber(ARGV[3]) + 1, #parts)
+end
+redis.call('HSET', KEYS[1], 'hits', hits)
 redis.call('HSET', KEYS[1], 'last_accessed_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'access_count', 1)
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -189,6 +201,7 @@ class HotTier:
             pipe.hset(key, mapping={n: c[i] for n, c in names if c[i] is not None})
             recency.setdefault(ns, {})[id_] = cols["last_accessed_at"][i]
             freq.setdefault(ns, {})[id_] = cols["access_count"][i]
+            pipe.zadd(self.keys.kind_index(ns, cols["kind"][i]), {id_: cols["tiered_at"][i]})
         pipe.hset(self.keys.directory(), mapping=dict(zip(ids, nss, strict=True)))
         for ns in recency:
             pipe.zadd(self.keys.recency(ns), recency[ns])
@@ -212,12 +225,14 @@ class HotTier:
             for ns, members in by_ns.items():
                 pipe.delete(*(self.keys.record(ns, i) for i in members))
                 self._unindex(pipe, ns, members)
-            # each namespace queued 5 commands, the first its DEL (count removed)
-            removed += sum(pipe.execute()[::5])
+            # each namespace queued 1 + UNINDEX_COMMANDS, the first its DEL (count removed)
+            removed += sum(pipe.execute()[:: 1 + UNINDEX_COMMANDS])
         return removed
 
     def _unindex(self, pipe: Any, ns: str, members: Sequence[str]) -> None:
-        """Queue removal of `members` from ns's indexes and the directory (4 commands)."""
+        """Queue removal of `members` from ns's indexes and the directory."""
+        for kind in KINDS:
+            pipe.zrem(self.keys.kind_index(ns, kind), *members)
         pipe.zrem(self.keys.recency(ns), *members)
         pipe.zrem(self.keys.frequency(ns), *members)
         pipe.hdel(self.keys.directory(), *members)
@@ -239,6 +254,7 @@ class HotTier:
             removed += pipe.execute()[0]
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(rec, self.keys.frequency(namespace))
+        pipe.delete(*(self.keys.kind_index(namespace, kind) for kind in KINDS))
         pipe.srem(self.keys.namespaces(), namespace)
         pipe.incr(self.keys.version(namespace))
         pipe.execute()
@@ -256,7 +272,7 @@ class HotTier:
                 if (ns := where.get(id_)) is None:
                     continue
                 keys = [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)]
-                self._touch(keys=keys, args=[id_, us], client=pipe)
+                self._touch(keys=keys, args=[id_, us, HITS_KEPT], client=pipe)
             pipe.execute()
 
     # -- reads ----------------------------------------------------------------
@@ -285,6 +301,25 @@ class HotTier:
         for chunk in _chunks(list(dict.fromkeys(ids))):
             pairs.extend(self._locate(chunk).items())
         return self._fetch(pairs)
+
+    @_guarded
+    def count(self, namespace: str, kind: str) -> int:
+        """How many memories of `kind` the namespace holds here."""
+        return int(self.client.zcard(self.keys.kind_index(namespace, kind)))
+
+    @_guarded
+    def recent_hits(self, ids: Sequence[str]) -> dict[str, list[int]]:
+        """id -> its last access times (µs, oldest first, at most HITS_KEPT)."""
+        out: dict[str, list[int]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            where = self._locate(chunk)
+            pipe = self.client.pipeline(transaction=False)
+            for id_, ns in where.items():
+                pipe.hget(self.keys.record(ns, id_), "hits")
+            for id_, raw in zip(where, pipe.execute(), strict=True):
+                if raw:
+                    out[id_] = [int(x) for x in _str(raw).split(",")]
+        return out
 
     @_guarded
     def ids(self, namespace: str) -> list[str]:

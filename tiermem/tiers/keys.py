@@ -31,6 +31,10 @@ class Keys:
         """ZSET: id -> access count."""
         return f"{self.prefix}:{{{ns}}}:frequency"
 
+    def kind_index(self, ns: str, kind: str) -> str:
+        """ZSET: id -> when it entered L1 (µs), one per kind: capacity counts and FIFO order."""
+        return f"{self.prefix}:{{{ns}}}:kind:{kind}"
+
     def version(self, ns: str) -> str:
         """STRING counter: bumped on every write to the namespace (cache invalidation)."""
         return f"{self.prefix}:{{{ns}}}:ver"
@@ -46,6 +50,10 @@ class Keys:
     def job_lock(self, job: str) -> str:
         """STRING with TTL: the cross-process lock of a lifecycle job."""
         return f"{self.prefix}:lock:{job}"
+
+    def job_latch(self, job: str, period: int) -> str:
+        """STRING with TTL (~2 periods): set once a lifecycle job's period has been claimed."""
+        return f"{self.prefix}:latch:{job}:{period}"
 
     def pattern(self) -> str:
         """Glob matching every key of this store (for forget-all and tests)."""

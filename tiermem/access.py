@@ -1,0 +1,69 @@
+"""Recent hits of L2/L3 memories, for the promotion window.
+
+L1 keeps each record's last hits in Redis (atomic, shared by processes:
+see tiers/hot.py). L2 and L3 live in the writer process, so their hits are
+kept here, in memory, and persisted at checkpoint and close with an atomic
+write: a crash loses the hits since the last checkpoint (promotion is then
+merely later). Only the writer records hits for L2/L3.
+
+>>> log = HitLog(None)
+>>> log.record(["a", "a"], 10); log.record(["a"], 20)
+>>> log.get(["a", "b"])
+{'a': [10, 10, 20]}
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+KEPT = 16  # hits kept per memory: promotion thresholds above this cannot be expressed
+
+
+class HitLog:
+    """id -> its last `KEPT` access times (µs), oldest first."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._hits: dict[str, deque[int]] = {}
+        if path is not None and path.exists():
+            with ipc.open_file(path) as reader:
+                table = reader.read_all()
+            for id_, hits in zip(table["id"].to_pylist(), table["hits"].to_pylist(), strict=True):
+                self._hits[id_] = deque(hits, maxlen=KEPT)
+
+    def record(self, ids: Iterable[str], at_us: int) -> None:
+        for id_ in ids:
+            self._hits.setdefault(id_, deque(maxlen=KEPT)).append(at_us)
+
+    def get(self, ids: Sequence[str]) -> dict[str, list[int]]:
+        return {i: list(self._hits[i]) for i in ids if i in self._hits}
+
+    def ids(self) -> list[str]:
+        return list(self._hits)
+
+    def drop(self, ids: Iterable[str]) -> None:
+        for id_ in ids:
+            self._hits.pop(id_, None)
+
+    def save(self) -> None:
+        """Write the log atomically (temp file, fsync, rename)."""
+        if self.path is None:
+            return
+        table = pa.table(
+            {
+                "id": pa.array(list(self._hits), pa.string()),
+                "hits": pa.array([list(h) for h in self._hits.values()], pa.list_(pa.int64())),
+            }
+        )
+        tmp = self.path.with_suffix(".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

@@ -1,0 +1,56 @@
+"""The events log: every lifecycle action, appended, with its reason.
+
+One JSON object per line in ``<data dir>/events/events.jsonl``: ``at``,
+``run`` (the job run's correlation id), ``job``, ``action`` (move, delete,
+merge, expire), ``id``, ``namespace``, ``src``, ``dst``, ``reason``. Each
+batch is appended and fsynced; a torn last line (a crash mid-append) is
+skipped by readers. The SQL view ``events`` reads these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tiermem.model import Action
+
+FILE = "events.jsonl"
+
+
+class EventLog:
+    """Append-only JSON lines of lifecycle actions."""
+
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        self.root = root
+        if not read_only:
+            root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def path(self) -> Path:
+        return self.root / FILE
+
+    def append(self, run: str, job: str, at: datetime, actions: Sequence[Action]) -> None:
+        """Durably append one batch of actions of a job run."""
+        if not actions:
+            return
+        lines = []
+        for a in actions:
+            event = {"at": at.isoformat(), "run": run, "job": job, **a.model_dump(mode="json")}
+            lines.append(json.dumps(event, separators=(",", ":")))
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Every complete event, oldest first."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.endswith("\n"):
+                    yield json.loads(line)

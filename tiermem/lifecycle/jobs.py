@@ -1,0 +1,146 @@
+"""The lifecycle jobs: plan (pure, a dry run) and run (through the one executor).
+
+``plan(job)`` builds stats snapshots and asks the pure planners what to do;
+``run(job)`` applies that plan in batches: moves through `moves.Mover` (the
+crash-safe path), deletes through the tiers, and appends every batch of
+actions to the events log under the run's correlation id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+
+from tiermem.access import HitLog
+from tiermem.backends import Backends
+from tiermem.errors import TierMemError, ValidationError
+from tiermem.events import EventLog
+from tiermem.lifecycle import planners, snapshot
+from tiermem.lifecycle.policy import Policy
+from tiermem.model import Action, JobReport, Plan
+from tiermem.moves import Mover
+
+JOBS = ("demote", "promote", "expire", "consolidate", "compact", "checkpoint")
+Progress = Callable[[int, int], None]  # (done, total)
+log = logging.getLogger("tiermem.jobs")
+
+
+@dataclass
+class Lifecycle:
+    """Plans and runs jobs over one engine's tiers."""
+
+    backends: Backends
+    mover: Mover
+    policy: Policy
+    hits: HitLog
+    events: EventLog
+    dim: int
+    batch: int
+
+    def plan(self, job: str, now: datetime) -> Plan:
+        """What `job` would do at `now`; changes nothing."""
+        b, dim = self.backends, self.dim
+        if job == "demote":
+            groups = snapshot.hot_groups(b.l1, dim) + snapshot.warm_groups(b.l2, dim, self.hits)
+            actions, notes = planners.plan_demote(groups, self.policy, now)
+            return Plan(job=job, now=now, actions=actions, notes=notes)
+        if job == "promote":
+            cands = snapshot.promote_candidates(b.l2, b.l3, dim, self.hits, now)
+            return Plan(job=job, now=now, actions=planners.plan_promote(cands, self.policy, now))
+        if job == "expire":
+            groups = (
+                snapshot.hot_groups(b.l1, dim)
+                + snapshot.warm_groups(b.l2, dim, self.hits)
+                + snapshot.cold_groups(b.l3, dim, self.hits)
+            )
+            return Plan(job=job, now=now, actions=planners.plan_expire(groups, self.policy, now))
+        if job in ("compact", "checkpoint"):
+            return Plan(job=job, now=now, notes=[_MAINTENANCE[job]])
+        if job == "consolidate":
+            raise TierMemError("consolidation is not built yet (memory types issue)")
+        raise ValidationError(f"unknown job {job!r}; use one of {', '.join(JOBS)}", field="job")
+
+    def run(self, job: str, now: datetime, progress: Progress | None = None) -> JobReport:
+        """Plan `job`, apply the plan in batches, and report."""
+        started = time.perf_counter()
+        plan = self.plan(job, now)
+        if job == "checkpoint":
+            self.checkpoint()
+        elif job == "compact":
+            self._compact()
+        report = self.apply(job, plan.actions, now, progress)
+        report.notes = plan.notes
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def apply(
+        self, job: str, actions: Sequence[Action], now: datetime, progress: Progress | None = None
+    ) -> JobReport:
+        """Apply actions in batches through the executor; log each batch as events."""
+        started = time.perf_counter()
+        run_id = uuid.uuid4().hex[:12]
+        report = JobReport(job=job, run=run_id)
+        log.info("job %s run %s: %d actions", job, run_id, len(actions))
+        done = 0
+        for batch in _batches(actions, self.batch):
+            try:
+                self._apply(batch, report)
+                self.events.append(run_id, job, now, batch)
+            except TierMemError as exc:
+                report.errors.append(f"{type(exc).__name__}: {exc}")
+                log.error("job %s run %s: batch failed: %s", job, run_id, exc)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(actions))
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "job %s run %s: moved %d, deleted %d in %.3fs",
+            job,
+            run_id,
+            report.moved,
+            report.deleted,
+            report.seconds,
+        )
+        return report
+
+    def _apply(self, batch: Sequence[Action], report: JobReport) -> None:
+        first = batch[0]
+        ids = [a.id for a in batch]
+        if first.action == "move":
+            assert first.dst is not None
+            report.moved += self.mover.move(first.src, first.dst, ids)
+        elif first.action == "delete":
+            report.deleted += self.backends.tiers[first.src].delete(ids)
+            self.hits.drop(ids)
+
+    def checkpoint(self) -> None:
+        """Persist derived and in-process state: L2 indexes and access stats, L3 access, hits."""
+        self.backends.l2.checkpoint()
+        self.backends.l3.checkpoint()
+        self.hits.save()
+
+    def _compact(self) -> None:
+        for ns in sorted(self.backends.l3.namespaces()):
+            self.backends.l3.compact_namespace(ns)
+        self.backends.l2.checkpoint()  # also compacts L2 segments where worthwhile
+
+
+_MAINTENANCE = {
+    "compact": "rewrites L3 namespaces (applying deletes) and compacts L2 segments",
+    "checkpoint": "persists L2 indexes and access stats, L3 access stats and recent hits",
+}
+
+
+def _batches(actions: Sequence[Action], size: int) -> list[list[Action]]:
+    """Consecutive runs of the same (action, src, dst), cut to `size`."""
+    out: list[list[Action]] = []
+    ordered = sorted(actions, key=lambda a: (a.action, a.src, a.dst or ""))
+    for _, run in groupby(ordered, key=lambda a: (a.action, a.src, a.dst)):
+        items = list(run)
+        out += [items[i : i + size] for i in range(0, len(items), size)]
+    return out

@@ -1,0 +1,411 @@
+"""Policy files (format v1, POLICY.md): typed, frozen models and a loader.
+
+A policy says, per kind, where new memories land and what moves when. Every
+model is frozen and refuses unknown keys. `load_policy` turns every problem
+into a `PolicyError` naming the file, the dotted key path and what was
+expected.
+
+Merge rule: `Policy.for_kind(kind)` is the kind's section laid over the
+`defaults:` section, laid over the built-in defaults (`BUILTIN`), key by key:
+for the nested sections (`l1`, `l2`, `l3`, `promote`, `consolidate`) only
+the keys a file writes replace the ones below, so `semantic: {l1: {capacity:
+500}}` keeps the default `evict` and `idle`. An explicit `null` replaces too
+(`consolidate: null` turns consolidation off). `Policy.kinds` holds the
+sections as written; read the effective rules through `for_kind`.
+
+>>> p = Policy.model_validate({"version": 1, "kinds": {"semantic": {"l1": {"capacity": 500}}}})
+>>> r = p.for_kind("semantic").l1
+>>> r.capacity, r.evict, r.idle
+(500, ['ttl', 'lru'], datetime.timedelta(seconds=3600))
+>>> parse_duration("2w")
+datetime.timedelta(days=14)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from tiermem.errors import PolicyError
+from tiermem.model import KINDS, TIERS, Kind, TierName
+from tiermem.resources import SUFFIXES, resolve_policy
+
+# --- durations -------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_HELP = 'a duration like "90s", "15m", "1h", "30d", "2w" or seconds'
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def parse_duration(value: object) -> timedelta:
+    """A `timedelta` from "90s", "15m", "1h", "30d", "2w", seconds (int/float >= 0) or a
+    timedelta; ValueError saying what was expected otherwise. `None` is refused here;
+    optional fields (`ttl`, `idle`, `retain`, ...) accept null before calling this."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"expected {_DURATION_HELP}, got {_shown(value)}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected {_DURATION_HELP} (not negative), got {_shown(value)}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(td: timedelta | None) -> str:
+    """The shortest exact "90s"/"15m"/"1h"/"30d"/"2w" form (or "none")."""
+    if td is None:
+        return "none"
+    seconds = td.total_seconds()
+    for unit, size in sorted(_UNITS.items(), key=lambda u: -u[1]):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _positive(td: timedelta) -> timedelta:
+    if td <= timedelta(0):
+        raise ValueError(f"expected a positive duration, got {format_duration(td)}")
+    return td
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+# --- selectors -------------------------------------------------------------
+
+BUILTIN_SELECTORS = frozenset({"ttl", "lru", "lfu", "fifo", "s3fifo", "sieve", "score"})
+_DOTTED_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def load_selector(path: str) -> Callable[..., Any]:
+    """Import a custom selector named `package.module:function`; ValueError if it can't."""
+    if not _DOTTED_RE.match(path):
+        raise ValueError(
+            f"expected one of {', '.join(sorted(BUILTIN_SELECTORS))} "
+            f'or a dotted path "package.module:function", got {_shown(path)}'
+        )
+    module_name, attr = path.split(":", 1)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # an import can fail in any way; report it, don't crash
+        raise ValueError(f"cannot import selector {_shown(path)}: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"selector {_shown(path)} is not callable ({type(obj).__name__})")
+    return obj  # type: ignore[no-any-return]
+
+
+def _check_selector(name: str) -> str:
+    if name not in BUILTIN_SELECTORS:
+        load_selector(name)
+    return name
+
+
+Selector = Annotated[str, AfterValidator(_check_selector)]
+
+# --- models ----------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierRules(_Section):
+    """Rules for one tier (l1 or l2) of one kind."""
+
+    capacity: int | None = Field(None, ge=0, strict=True)  # memories per namespace; None: unbounded
+    max_bytes: int | None = Field(None, ge=0, strict=True)  # bytes per namespace; None: unbounded
+    evict: list[Selector] = Field(default_factory=lambda: ["lru"])  # victims, in order
+    idle: Duration | None = None  # demote after this long without access
+    age: Duration | None = None  # demote after this long in this tier, accessed or not
+    on_full: Literal["evict", "warn", "reject"] = "evict"
+
+
+class L3Rules(_Section):
+    """Rules for the cold tier."""
+
+    retain: Duration | None = None  # delete for good after this long in l3; None: keep
+
+
+class PromoteRules(_Section):
+    """`hits` accesses within `window` move a memory one tier up."""
+
+    hits: int = Field(3, ge=1, strict=True)
+    window: PositiveDuration = timedelta(hours=1)
+
+
+class ConsolidateRules(_Section):
+    """Cluster similar old memories of a namespace into one `into` memory."""
+
+    every: PositiveDuration = timedelta(hours=6)
+    similarity: float = Field(0.85, gt=0.0, le=1.0)
+    min_cluster: int = Field(3, ge=2, strict=True)
+    min_age: Duration = timedelta(hours=1)
+    into: Kind = "semantic"
+    sources_to: TierName = "l3"
+
+
+def _builtin_l1() -> TierRules:
+    return TierRules(capacity=1000, evict=["ttl", "lru"], idle=timedelta(hours=1))
+
+
+def _builtin_l2() -> TierRules:
+    return TierRules(capacity=None, evict=["lfu"], idle=timedelta(days=30))
+
+
+class KindPolicy(_Section):
+    """The rules of one kind. Field defaults are the built-in defaults (`BUILTIN`)."""
+
+    place: TierName = "l1"  # where new memories land
+    ttl: PositiveDuration | None = None  # default time-to-live of new memories
+    l1: TierRules = Field(default_factory=_builtin_l1)
+    l2: TierRules = Field(default_factory=_builtin_l2)
+    l3: L3Rules = Field(default_factory=L3Rules)
+    promote: PromoteRules | None = Field(default_factory=PromoteRules)
+    consolidate: ConsolidateRules | None = None
+    dedupe: float | None = Field(None, gt=0.0, le=1.0)  # merge new memories this similar
+    pin: TierName | None = None  # the current version never goes colder than this
+
+    @model_validator(mode="after")
+    def _place_not_colder_than_pin(self) -> KindPolicy:
+        _check_pin(self)
+        return self
+
+
+def _check_pin(section: KindPolicy, where: str = "") -> None:
+    if section.pin is not None and TIERS.index(section.place) > TIERS.index(section.pin):
+        raise ValueError(
+            f"{where}place: expected a tier no colder than pin ({section.pin}), got {section.place}"
+        )
+
+
+#: The built-in defaults a kind falls back to when neither its own section nor
+#: `defaults:` set a key: place l1; l1 capacity 1000, evict [ttl, lru], idle 1h;
+#: l2 capacity none, evict [lfu], idle 30d; l3 retain none (keep); promote 3
+#: hits within 1h; no consolidation, dedupe or pin. Same for every kind.
+BUILTIN: dict[Kind, KindPolicy] = {kind: KindPolicy() for kind in KINDS}
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _overlay(base: _M, top: _M) -> _M:
+    """`base` with the keys `top` was given (recursively for nested sections)."""
+    updates: dict[str, Any] = {}
+    for name in top.model_fields_set:
+        new, old = getattr(top, name), getattr(base, name)
+        if isinstance(new, BaseModel) and type(new) is type(old):
+            new = _overlay(old, new)
+        updates[name] = new
+    return base.model_copy(update=updates)
+
+
+class Policy(_Section):
+    """A whole policy file. `for_kind` gives the effective rules of a kind."""
+
+    version: Literal[1]
+    name: str = "custom"  # the file's stem when loaded from a file
+    description: str | None = None  # free text, shown by describe()
+    kinds: dict[Kind, KindPolicy] = Field(default_factory=dict)  # sections as written
+    defaults: KindPolicy | None = None  # what a kind's section is laid over
+    source: Path | None = Field(None, exclude=True)  # the file it was loaded from
+    _effective: dict[Kind, KindPolicy] = PrivateAttr(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if type(v) is not int:  # not True, 1.0 or "1"
+            raise ValueError(f"expected 1, got {_shown(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _merge(self) -> Policy:
+        effective: dict[Kind, KindPolicy] = {}
+        for kind in KINDS:
+            merged = BUILTIN[kind]
+            if self.defaults is not None:
+                merged = _overlay(merged, self.defaults)
+            if kind in self.kinds:
+                merged = _overlay(merged, self.kinds[kind])
+            where = f"kinds.{kind}." if kind in self.kinds else "defaults."
+            _check_pin(merged, where)
+            effective[kind] = merged
+        self._effective = effective
+        return self
+
+    def for_kind(self, kind: Kind | str) -> KindPolicy:
+        """The effective rules of `kind`: its section over `defaults:` over `BUILTIN`."""
+        try:
+            return self._effective[kind]  # type: ignore[index]
+        except KeyError:
+            raise PolicyError(f"unknown kind {kind!r}; expected one of {KINDS}") from None
+
+    def describe(self) -> str:
+        """A short human summary, one line per kind."""
+        d = format_duration
+        lines = [f"policy {self.name!r}" + (f": {self.description}" if self.description else "")]
+        for kind in KINDS:
+            k = self.for_kind(kind)
+            parts = [f"place {k.place}", f"pin {k.pin}" if k.pin else "", f"ttl {d(k.ttl)}"]
+            for tier, r in (("l1", k.l1), ("l2", k.l2)):
+                cap = "unbounded" if r.capacity is None else f"<= {r.capacity}"
+                parts.append(f"{tier} {cap} evict {','.join(r.evict)} idle {d(r.idle)}")
+            parts.append(f"l3 retain {d(k.l3.retain)}")
+            if p := k.promote:
+                parts.append(f"promote {p.hits} hits/{d(p.window)}")
+            if c := k.consolidate:
+                parts.append(f"consolidate every {d(c.every)} at {c.similarity} -> {c.into}")
+            parts.append(f"dedupe {k.dedupe}" if k.dedupe else "")
+            lines.append(f"  {kind}: " + "; ".join(filter(None, parts)))
+        return "\n".join(lines)
+
+
+# --- loading ---------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a second `l1:` would hide the first)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.load(text, Loader=_StrictLoader)
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise PolicyError(f"{path}: {at}invalid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: invalid YAML: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: invalid TOML: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno}, column {exc.colno}"
+        raise PolicyError(f"{path}: {at}: invalid JSON: {exc.msg}") from exc
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_of(arg)) is not None:
+            return found
+    return None
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed at `loc` (a pydantic location), for "unknown key" hints."""
+    model: type[BaseModel] = Policy
+    i = 0
+    while i < len(loc):
+        field = model.model_fields.get(str(loc[i]))
+        if field is None:
+            return []
+        if get_origin(field.annotation) is dict:
+            i += 1  # skip the key (a kind name)
+        found = _model_of(field.annotation)
+        if found is None:
+            return []
+        model, i = found, i + 1
+    return [name for name in model.model_fields if name != "source"]
+
+
+_SUBKEY_RE = re.compile(r"^([a-z_][\w.]*): ")
+
+
+def _explain(err: Any) -> str:
+    """One pydantic error as `key.path: expected ..., got ...`."""
+    loc = tuple(err["loc"])
+    kind, msg, value = err["type"], err["msg"].removeprefix("Value error, "), err.get("input")
+    if loc and loc[-1] == "[key]":  # a bad key of `kinds`
+        loc = loc[:-1]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        msg = "unknown key" + (f"; expected one of {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        msg = "missing required key" + ("; expected version: 1" if loc == ("version",) else "")
+    elif kind == "value_error":  # ours: says what it got; may start with a sub-key
+        if m := _SUBKEY_RE.match(msg):
+            loc, msg = (*loc, *m.group(1).split(".")), msg[m.end() :]
+    else:
+        msg = msg.replace("Input should be", "expected") + f", got {_shown(value)}"
+    path = ".".join(str(p) for p in loc)
+    return f"{path}: {msg}" if path else msg
+
+
+def validate_policy(data: Any, *, name: str = "custom", source: Path | None = None) -> Policy:
+    """Validate already-parsed policy data; PolicyError naming `source` and the key path."""
+    where = f"{source}: " if source else ""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
+        raise PolicyError(f"{where}expected a mapping of keys (version, kinds, ...), got {got}")
+    if "source" in data:
+        raise PolicyError(
+            f"{where}source: unknown key; expected one of {', '.join(_fields_at(()))}"
+        )
+    try:
+        return Policy.model_validate({"name": name, **data, "source": source})
+    except PydanticValidationError as exc:
+        raise PolicyError("\n".join(where + _explain(e) for e in exc.errors())) from None
+
+
+def load_policy(name_or_path: str | Path) -> Policy:
+    """Load a shipped policy by name or a .yaml/.yml/.toml/.json file; PolicyError on any
+    problem, naming the file, the dotted key path and what was expected."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix not in SUFFIXES and candidate.is_file():
+        raise PolicyError(
+            f"{candidate}: unknown policy format {candidate.suffix or '(none)'!r}; "
+            f"expected {', '.join(SUFFIXES)}"
+        )
+    path = resolve_policy(name_or_path)
+    return validate_policy(_read(path), name=path.stem, source=path)
