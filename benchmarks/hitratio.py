@@ -34,7 +34,7 @@ Traces (times are injected: the selectors see trace time, never the clock):
 Capacities: 1%, 5%, 10% and 20% of each trace's distinct keys.
 
     python -m benchmarks.hitratio            # full: ~3 min on 2 cores
-    python -m benchmarks.hitratio --quick    # 1k keys, 10k requests, < 10 s, no plot
+    python -m benchmarks.hitratio --quick    # 1k keys, 5k requests, < 10 s, no plot
 """
 
 from __future__ import annotations
@@ -197,8 +197,8 @@ def _job(job: tuple[str, str, float]) -> dict[str, Any]:
 def load_traces(quick: bool) -> tuple[list[Trace], list[str]]:
     notes: list[str] = []
     if quick:
-        traces = [zipf_trace(a, 1_000, 10_000) for a in (0.8, 1.0)]
-        chat = chitchat_trace(limit=10_000)
+        traces = [zipf_trace(a, 1_000, 5_000) for a in (0.8, 1.0)]
+        chat = chitchat_trace(limit=5_000)
     else:
         traces = [zipf_trace(a, 10_000, 200_000) for a in (0.8, 1.0)]
         chat = chitchat_trace()

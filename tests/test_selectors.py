@@ -201,10 +201,10 @@ def ref_score(r: Replay, n: int) -> list[str]:
     top = max((s.access_count for s in live), default=0)
 
     def value(s: ItemStats) -> float:
-        seconds = (r.now - s.last_accessed_at).total_seconds()
+        hours = (r.now - s.last_accessed_at).total_seconds() / 3600
         freq = math.log1p(s.access_count) / math.log1p(top) if top else 0.0
         w = 1 / 3
-        return w * math.exp(math.log(0.995) / 3600 * seconds) + w * s.importance + w * freq
+        return w * 0.995**hours + w * s.importance + w * freq
 
     return [s.id for s in sorted(live, key=lambda s: (value(s), s.last_accessed_at, s.id))][:n]
 

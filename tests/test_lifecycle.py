@@ -1,0 +1,209 @@
+"""Lifecycle jobs on a real engine: plan is a dry run, run does what plan said,
+capacity on write, events, and a scheduler that moves memories by itself."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import tiermem
+from tests.conftest import OpenStore
+from tests.test_engine import FakeClock
+
+POLICY = """
+version: 1
+kinds:
+  episodic:
+    l1: {capacity: 10, evict: [lru], idle: 1h, on_full: evict}
+    l2: {idle: 1d}
+    l3: {retain: 30d}
+    promote: {hits: 3, window: 1h}
+  semantic:
+    l1: {capacity: 2, on_full: reject}
+"""
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "test-policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def mem(open_store: OpenStore, policy_file: Path, clock: FakeClock) -> tiermem.Engine:
+    return open_store(policy=str(policy_file), clock=clock)
+
+
+def tiers(mem: tiermem.Engine) -> dict[str, str]:
+    return {m.id: m.tier for m in mem.scan()}
+
+
+def test_plan_changes_nothing_and_run_does_what_plan_said(
+    mem: tiermem.Engine, clock: FakeClock
+) -> None:
+    ids = [mem.add(f"memory {i}", namespace="a").id for i in range(5)]
+    clock.advance(hours=2)
+    mem.get(ids[0])  # accessed: stays hot
+    before = tiers(mem)
+    plan = mem.plan("demote")
+    assert tiers(mem) == before
+    assert {a.id for a in plan.actions} == set(ids[1:])
+    assert all(a.src == "l1" and a.dst == "l2" and "idle 2h" in a.reason for a in plan.actions)
+    report = mem.run("demote")
+    assert report.moved == 4 and not report.errors and report.run
+    assert tiers(mem) == {ids[0]: "l1", **{i: "l2" for i in ids[1:]}}
+    events = list(mem.events.read())
+    assert {e["id"]: e["reason"] for e in events} == {a.id: a.reason for a in plan.actions}
+    assert {(e["run"], e["job"], e["action"], e["src"], e["dst"]) for e in events} == {
+        (report.run, "demote", "move", "l1", "l2")
+    }
+    assert mem.plan("demote").actions == []  # idempotent: nothing left to do
+
+
+def test_demote_l2_to_l3_and_retention(mem: tiermem.Engine, clock: FakeClock) -> None:
+    m = mem.add("cooling down", namespace="a")
+    clock.advance(hours=2)
+    mem.run("demote")
+    clock.advance(days=2)
+    mem.run("demote")
+    assert mem.get(m.id).tier == "l3"
+    clock.advance(days=31)
+    plan = mem.plan("expire")
+    assert [(a.id, a.action) for a in plan.actions] == [(m.id, "delete")]
+    assert "retain 30d" in plan.actions[0].reason
+    assert mem.run("expire").deleted == 1
+    assert mem.get_many([m.id]) == {}
+
+
+def test_expire_deletes_expired_everywhere(mem: tiermem.Engine, clock: FakeClock) -> None:
+    a = mem.add("short", namespace="a", ttl=60)
+    b = mem.add("short too", namespace="a", ttl=60)
+    keep = mem.add("long", namespace="a")
+    mem.demote(b.id, to="l3")
+    clock.advance(seconds=61)
+    report = mem.run("expire")
+    assert report.deleted == 2
+    assert set(tiers(mem)) == {keep.id}
+    assert a.id not in tiers(mem)
+
+
+def test_promote_after_hits_in_window(mem: tiermem.Engine, clock: FakeClock) -> None:
+    m = mem.add("popular", namespace="a")
+    mem.demote(m.id, to="l3")
+    for _ in range(2):
+        mem.get(m.id)
+    assert mem.plan("promote").actions == []
+    mem.get(m.id)
+    plan = mem.plan("promote")
+    assert [(a.src, a.dst) for a in plan.actions] == [("l3", "l2")]
+    mem.run("promote")
+    assert mem.get(m.id).tier == "l2"
+    clock.advance(minutes=5)
+    mem.get(m.id)
+    mem.get(m.id)
+    mem.run("promote")
+    assert mem.get(m.id).tier == "l1"
+
+
+def test_pinned_memories_never_demoted(mem: tiermem.Engine, clock: FakeClock) -> None:
+    m = mem.add("keep me hot", namespace="a", pinned=True)
+    clock.advance(days=9)
+    assert mem.plan("demote").actions == []
+    assert mem.demote(m.id, to="l2").tier == "l2"  # a manual demote may
+
+
+def test_capacity_evicts_on_write(mem: tiermem.Engine) -> None:
+    ids = [mem.add(f"m{i}", namespace="a").id for i in range(11)]
+    placed = tiers(mem)
+    hot = [i for i in ids if placed[i] == "l1"]
+    assert len(hot) <= 10
+    assert len(hot) == 9  # evicted down to 90% of capacity
+    assert all(placed[i] == "l2" for i in ids if i not in hot)
+    assert ids[-1] in hot  # the newest stays hot (lru)
+
+
+def test_capacity_reject(mem: tiermem.Engine) -> None:
+    mem.add("fact 1", namespace="a", kind="semantic")
+    mem.add("fact 2", namespace="a", kind="semantic")
+    with pytest.raises(tiermem.CapacityError, match="on_full: reject"):
+        mem.add("fact 3", namespace="a", kind="semantic")
+    res = mem.add_many([{"text": "x", "kind": "semantic"}, {"text": "y"}], namespace="b")
+    assert res.ok
+    res = mem.add_many([{"text": f"f{i}", "kind": "semantic"} for i in range(3)], namespace="b")
+    assert [i is not None for i in res.ids] == [True, False, False]
+    assert all(isinstance(e, tiermem.CapacityError) for e in res.errors.values())
+    assert sum(1 for m in mem.scan(namespace="b", kinds=["semantic"])) == 2
+
+
+def test_checkpoint_and_compact_jobs_run(mem: tiermem.Engine) -> None:
+    m = mem.add("x", namespace="a")
+    mem.demote(m.id, to="l3")
+    mem.delete(m.id)
+    assert mem.run("checkpoint").errors == []
+    assert mem.run("compact").errors == []
+    assert tiers(mem) == {}
+    with pytest.raises(tiermem.ValidationError, match="job"):
+        mem.plan("defrag")
+
+
+def test_scheduler_moves_memories_by_itself(open_store: OpenStore, tmp_path: Path) -> None:
+    policy = tmp_path / "fast.yaml"
+    policy.write_text(
+        "version: 1\nkinds:\n  episodic:\n    l1: {idle: 1s}\n    l2: {idle: 1d}\n"
+        "    promote: {hits: 2, window: 1h}\n"
+    )
+    fast = {f"scheduler.{j}": 0.3 for j in ("demote", "promote", "expire", "checkpoint", "compact")}
+    mem = open_store(policy=str(policy), overrides=fast)
+    idle = mem.add("goes warm", namespace="a")
+    expiring = mem.add("goes away", namespace="a", ttl=1)
+    hot = mem.add("comes back", namespace="a")
+    mem.demote(hot.id, to="l3")
+    mem.get(hot.id)
+    mem.get(hot.id)
+    mem.start_scheduler()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            placed = tiers(mem)
+            if (
+                placed.get(idle.id) == "l2"
+                and expiring.id not in placed
+                and placed.get(hot.id) == "l2"
+            ):
+                break
+            time.sleep(0.2)
+    finally:
+        mem.stop_scheduler()
+    placed = tiers(mem)
+    assert placed.get(idle.id) == "l2", placed
+    assert expiring.id not in placed
+    assert placed.get(hot.id) == "l2"
+    assert mem.stats().jobs.get("demote", 0) >= 1
+
+
+def test_read_only_search_counts_l1_accesses(open_store: OpenStore) -> None:
+    mem = open_store()
+    m = mem.add("shared hot memory", namespace="a")
+    reader = open_store(read_only=True)
+    reader.search("shared hot memory", namespace="a")
+    assert mem.get(m.id).access_count == 2  # the reader's hit + this get
+
+
+def test_default_ttl_from_policy(open_store: OpenStore, tmp_path: Path) -> None:
+    policy = tmp_path / "ttl.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    ttl: 1h\n")
+    clock = FakeClock()
+    mem = open_store(policy=str(policy), clock=clock)
+    m = mem.add("fleeting", namespace="a")
+    assert m.expires_at == clock.now + timedelta(hours=1)
+    assert mem.add("kept", namespace="a", ttl=7200).expires_at == clock.now + timedelta(hours=2)
+    assert datetime.now(UTC) > clock.now  # the fake clock is in the past: nothing else expires
