@@ -37,6 +37,7 @@ def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
+    run.env = env  # type: ignore[attr-defined]
     return run
 
 
@@ -112,3 +113,42 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert "l3" in proc.stdout
     pid_file = tmp_path / "demo" / "redis" / "redis.pid"
     assert not pid_file.exists()  # the embedded Redis was stopped
+
+
+def test_plan_and_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {idle: 0s}\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'policy = "{policy}"\n')
+    id_ = cli("add", "to be demoted", "--ns", "a", "--config", str(cfg)).stdout.strip()
+    out = cli("plan", "demote", "--config", str(cfg)).stdout
+    assert id_ in out and "idle" in out and "1 actions" in out
+    data = json.loads(cli("plan", "demote", "--json", "--config", str(cfg)).stdout)
+    assert [a["id"] for a in data["actions"]] == [id_]
+    assert "moved 1" in cli("run", "demote", "--config", str(cfg)).stdout
+    assert json.loads(cli("get", id_).stdout)["tier"] == "l2"
+    report = json.loads(cli("run", "demote", "--json", "--config", str(cfg)).stdout)
+    assert report["moved"] == 0
+    assert "unknown job" in cli("plan", "defrag", code=1).stderr
+
+
+def test_worker_runs_jobs_and_stops_on_sigterm(cli) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    cli("add", "x", "--ns", "a")
+    env = {**cli.env, "TIERMEM_SCHEDULER__DEMOTE": "0.5", "TIERMEM_SCHEDULER__PROMOTE": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tiermem.cli", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "worker on" in out and "worker stopped" in out, out
+    assert "job demote done" in out and "job promote done" in out, out
+    assert "Traceback" not in out

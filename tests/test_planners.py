@@ -14,13 +14,24 @@ from tiermem.lifecycle.stats import ItemStats
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def item(id_: str, *, kind: str = "episodic", idle: timedelta = timedelta(0),
-         inserted: timedelta = timedelta(0), **kw: Any) -> ItemStats:  # fmt: skip
+def item(
+    id_: str,
+    *,
+    kind: str = "episodic",
+    idle: timedelta = timedelta(0),
+    inserted: timedelta = timedelta(0),
+    **kw: Any,
+) -> ItemStats:
     return ItemStats(
-        id=id_, namespace="ns", kind=kind, created_at=NOW - inserted,
-        inserted_at=NOW - inserted, last_accessed_at=NOW - idle, access_count=kw.pop("count", 0),
+        id=id_,
+        namespace="ns",
+        kind=kind,
+        created_at=NOW - inserted,
+        inserted_at=NOW - inserted,
+        last_accessed_at=NOW - idle,
+        access_count=kw.pop("count", 0),
         **kw,
-    )  # fmt: skip
+    )
 
 
 def policy(**kinds: Any) -> Policy:
@@ -87,7 +98,7 @@ DEMOTE_CASES = [
         "l1",
         [item("a"), item("b")],
         {},
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -154,12 +165,23 @@ def test_promote_skips_expired_superseded_and_disabled() -> None:
 def test_expire_ttl_and_retention() -> None:
     p = policy(episodic={"l3": {"retain": "365d"}})
     groups = [
-        Group("l1", "ns", "episodic", (item("ttl", expires_at=NOW - H), item("live", expires_at=NOW + H))),
-        Group("l3", "ns", "episodic", (
-            item("old", inserted=400 * D), item("young", inserted=10 * D),
-            item("pinned", inserted=400 * D, pinned=True),
-        )),
-    ]  # fmt: skip
+        Group(
+            "l1",
+            "ns",
+            "episodic",
+            (item("ttl", expires_at=NOW - H), item("live", expires_at=NOW + H)),
+        ),
+        Group(
+            "l3",
+            "ns",
+            "episodic",
+            (
+                item("old", inserted=400 * D),
+                item("young", inserted=10 * D),
+                item("pinned", inserted=400 * D, pinned=True),
+            ),
+        ),
+    ]
     actions = {a.id: a for a in plan_expire(groups, p, NOW)}
     assert actions.keys() == {"ttl", "old"}
     assert actions["ttl"].action == "delete" and "expired at" in actions["ttl"].reason

@@ -60,9 +60,7 @@ events = st.lists(
     max_size=60,
 )
 keyed_floats = st.lists(st.floats(0, 1), min_size=len(KEYS), max_size=len(KEYS))
-ttls = st.lists(
-    st.none() | st.integers(-3600, 36_000), min_size=len(KEYS), max_size=len(KEYS)
-)
+ttls = st.lists(st.none() | st.integers(-3600, 36_000), min_size=len(KEYS), max_size=len(KEYS))
 pins = st.frozensets(st.sampled_from(KEYS), max_size=4)
 
 

@@ -192,6 +192,82 @@ def _cell(value: Any) -> str:
 
 
 @app.command()
+def plan(
+    job: Annotated[str, typer.Argument(help="demote, promote, expire, compact or checkpoint.")],
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what one pass of a lifecycle job would do, and why (changes nothing)."""
+    with _engine(path, config, write=False) as mem:
+        p = mem.plan(job)
+    if as_json:
+        out.print_json(data=p.model_dump(mode="json"))
+        return
+    table = Table("action", "id", "namespace", "from", "to", "reason", title=f"plan: {job}")
+    for a in p.actions:
+        table.add_row(a.action, a.id, a.namespace, a.src, a.dst or "", a.reason)
+    out.print(table)
+    for note in p.notes:
+        out.print(f"note: {note}")
+    out.print(f"{len(p.actions)} actions")
+
+
+@app.command()
+def run(
+    job: Annotated[str, typer.Argument(help="demote, promote, expire, compact or checkpoint.")],
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one pass of a lifecycle job now (crash-safe, logged as events)."""
+    from rich.progress import Progress as Bar
+
+    with _engine(path, config, write=True) as mem, Bar(console=err, transient=True) as bar:
+        task = bar.add_task(job, total=None)
+        report = mem.run(
+            job, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    if as_json:
+        out.print_json(data=report.model_dump(mode="json"))
+        return
+    out.print(
+        f"{job} (run {report.run}): moved {report.moved}, deleted {report.deleted}, "
+        f"merged {report.merged} in {report.seconds:.2f}s"
+    )
+    for note in report.notes:
+        out.print(f"note: {note}")
+    for error in report.errors:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+) -> None:
+    """Run the lifecycle scheduler in the foreground until SIGINT/SIGTERM."""
+    import logging
+
+    from tiermem.lifecycle.scheduler import install_signal_handlers
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with _engine(path, config, write=True) as mem:
+        sched = mem.scheduler(blocking=True)
+        install_signal_handlers(sched)
+        logging.getLogger("tiermem.worker").info(
+            "worker on %s: jobs every %s s", mem.path, sched.intervals
+        )
+        sched.start()  # returns after a clean shutdown
+    logging.getLogger("tiermem.worker").info("worker stopped")
+
+
+@app.command()
 def demo(
     keep: Annotated[Path | None, typer.Option(help="Keep the demo store in this dir.")] = None,
 ) -> None:
