@@ -117,7 +117,7 @@ def replay(
 
 def _replace(s: ItemStats, **changes: object) -> ItemStats:
     fields = {name: getattr(s, name) for name in ItemStats.__slots__}
-    return ItemStats(**{**fields, **changes})  # type: ignore[arg-type]
+    return ItemStats(**{**fields, **changes})
 
 
 def items(r: Replay) -> list[ItemStats]:
@@ -202,7 +202,8 @@ def ref_score(r: Replay, n: int) -> list[str]:
         hours = (r.now - s.last_accessed_at).total_seconds() / 3600
         freq = math.log1p(s.access_count) / math.log1p(top) if top else 0.0
         w = 1 / 3
-        return w * 0.995**hours + w * s.importance + w * freq
+        recency: float = 0.995**hours
+        return w * recency + w * s.importance + w * freq
 
     return [s.id for s in sorted(live, key=lambda s: (value(s), s.last_accessed_at, s.id))][:n]
 
