@@ -47,7 +47,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -126,6 +126,7 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
     batch = max(1, capacity // 100)
     stats: dict[str, ItemStats] = {}
     hits = 0
+    last_pass: datetime | None = None  # as the engine records it per group
     for key, t in zip(trace.keys, trace.times, strict=True):
         s = stats.get(key)
         if s is not None:
@@ -137,7 +138,11 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
             continue
         stats[key] = ItemStats(key, "bench", "episodic", t, t, t, 0)
         if len(stats) > capacity:
-            victims = select(list(stats.values()), t, batch)
+            items = list(stats.values())
+            if last_pass is not None:
+                items = [replace(s, passed_at=last_pass) for s in items]
+            victims = select(items, t, batch)
+            last_pass = t
             if not victims:
                 raise RuntimeError("selector chose no victim in an over-full cache")
             for v in victims:

@@ -20,7 +20,7 @@ import math
 import random
 import textwrap
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -388,3 +388,25 @@ def test_large_snapshot_is_fast() -> None:
     ]
     for name, fn in sel.SELECTORS.items():
         assert len(fn(stats, T0 + timedelta(days=2), 1000)) == (0 if name == "ttl" else 1000)
+
+
+def test_an_eviction_pass_ages_sieve_and_s3fifo_hits() -> None:
+    """Hits before `passed_at` no longer count: the pass cleared the bits/counters."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    old_hit = ItemStats(
+        "old", "ns", "episodic", t0, t0, t0 + timedelta(seconds=5), 1, (t0 + timedelta(seconds=5),)
+    )
+    new = ItemStats(
+        "new",
+        "ns",
+        "episodic",
+        t0 + timedelta(seconds=8),
+        t0 + timedelta(seconds=8),
+        t0 + timedelta(seconds=8),
+        0,
+    )
+    now = t0 + timedelta(seconds=10)
+    assert sel.sieve([old_hit, new], now, 1) == ["new"]  # the old hit still protects it
+    passed = replace(old_hit, passed_at=t0 + timedelta(seconds=6))
+    assert sel.hits_since_insert(passed) == 0
+    assert sel.sieve([passed, replace(new, passed_at=t0 + timedelta(seconds=6))], now, 1) == ["old"]

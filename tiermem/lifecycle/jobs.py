@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
 
@@ -22,7 +22,7 @@ from tiermem.errors import TierMemError, ValidationError
 from tiermem.events import EventLog
 from tiermem.lifecycle import planners, snapshot
 from tiermem.lifecycle.policy import Policy
-from tiermem.model import Action, JobReport, Plan
+from tiermem.model import KINDS, Action, JobReport, Plan
 from tiermem.moves import Mover
 
 JOBS = ("demote", "promote", "expire", "consolidate", "compact", "checkpoint")
@@ -41,13 +41,27 @@ class Lifecycle:
     events: EventLog
     dim: int
     batch: int
+    # When demote last passed over each (tier, namespace, kind) group: its
+    # SIEVE bits / S3-FIFO counters count hits after that (in memory only:
+    # after a restart every hit counts again, which only delays eviction).
+    passes: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+
+    def _demote_groups(self) -> list[planners.Group]:
+        b, dim = self.backends, self.dim
+        groups = snapshot.hot_groups(b.l1, dim) + snapshot.warm_groups(b.l2, dim, self.hits)
+        out = []
+        for g in groups:
+            passed = self.passes.get((g.tier, g.namespace, g.kind))
+            if passed is not None:
+                g = replace(g, items=tuple(replace(i, passed_at=passed) for i in g.items))
+            out.append(g)
+        return out
 
     def plan(self, job: str, now: datetime) -> Plan:
         """What `job` would do at `now`; changes nothing."""
         b, dim = self.backends, self.dim
         if job == "demote":
-            groups = snapshot.hot_groups(b.l1, dim) + snapshot.warm_groups(b.l2, dim, self.hits)
-            actions, notes = planners.plan_demote(groups, self.policy, now)
+            actions, notes = planners.plan_demote(self._demote_groups(), self.policy, now)
             return Plan(job=job, now=now, actions=actions, notes=notes)
         if job == "promote":
             cands = snapshot.promote_candidates(b.l2, b.l3, dim, self.hits, now)
@@ -74,6 +88,11 @@ class Lifecycle:
         elif job == "compact":
             self._compact()
         report = self.apply(job, plan.actions, now, progress)
+        if job == "demote":
+            for tier in ("l1", "l2"):
+                for ns in self.backends.tiers[tier].namespaces():
+                    for kind in KINDS:
+                        self.passes[(tier, ns, kind)] = now
         report.notes = plan.notes
         report.seconds = time.perf_counter() - started
         return report

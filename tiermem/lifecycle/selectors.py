@@ -73,15 +73,19 @@ def _ids(ranked: Iterable[ItemStats], n: int) -> list[str]:
 
 
 def hits_since_insert(s: ItemStats, cap: int = FREQ_CAP) -> int:
-    """Accesses since `s` entered its tier, capped at `cap`.
+    """Accesses since `s` entered its tier or was last passed by an eviction pass, capped.
+
+    An eviction pass clears SIEVE's visited bits and S3-FIFO's counters:
+    hits before ``passed_at`` no longer count (ageing between passes).
 
     Counts ``recent_hits`` later than ``inserted_at``; when none are kept
     (the tracking window dropped them) but ``last_accessed_at`` is later than
     ``inserted_at``, that is one hit. ``access_count`` is not used: it counts
     the memory's whole life, including accesses in other tiers.
     """
-    hits = len(s.recent_hits) - bisect_right(s.recent_hits, s.inserted_at)
-    if hits == 0 and s.last_accessed_at > s.inserted_at:
+    since = max(s.inserted_at, s.passed_at) if s.passed_at is not None else s.inserted_at
+    hits = len(s.recent_hits) - bisect_right(s.recent_hits, since)
+    if hits == 0 and s.last_accessed_at > since:
         hits = 1
     return min(hits, cap)
 

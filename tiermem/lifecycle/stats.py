@@ -34,3 +34,6 @@ class ItemStats:
     pinned: bool = False
     size: int = 0  # approximate stored bytes
     superseded: bool = False  # has superseded_by (an old fact or procedure version)
+    # The previous eviction pass over this item's group: SIEVE's visited bit
+    # and S3-FIFO's counter count only hits after it (the pass cleared them).
+    passed_at: datetime | None = None
