@@ -10,7 +10,6 @@ In a wheel they are the subpackages ``tiermem.policies`` and
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from tiermem.errors import PolicyError
@@ -20,13 +19,8 @@ SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
 
 def _folder(kind: str) -> Path:
-    try:
-        found = Path(str(resources.files(f"tiermem.{kind}")))
-        if found.is_dir():
-            return found
-    except ModuleNotFoundError:
-        pass
-    return _REPO / kind
+    installed = Path(__file__).resolve().parent / kind  # tiermem/<kind> in a wheel
+    return installed if installed.is_dir() else _REPO / kind
 
 
 def shipped_policies() -> dict[str, Path]:
