@@ -156,9 +156,10 @@ _MAINTENANCE = {
 
 
 def _batches(actions: Sequence[Action], size: int) -> list[list[Action]]:
-    """Consecutive runs of the same (action, src, dst), cut to `size`."""
+    """Runs of the same (action, src, dst), cut to `size`; namespaces kept together
+    (a destination writes one file per namespace per batch)."""
     out: list[list[Action]] = []
-    ordered = sorted(actions, key=lambda a: (a.action, a.src, a.dst or ""))
+    ordered = sorted(actions, key=lambda a: (a.action, a.src, a.dst or "", a.namespace))
     for _, run in groupby(ordered, key=lambda a: (a.action, a.src, a.dst)):
         items = list(run)
         out += [items[i : i + size] for i in range(0, len(items), size)]
