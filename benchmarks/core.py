@@ -436,6 +436,16 @@ def markdown(r: dict[str, Any]) -> str:
 # -- main ----------------------------------------------------------------------------
 
 
+def _override(text: str) -> tuple[str, Any]:
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N 5,000, 20 namespaces, 100 queries")
@@ -445,16 +455,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--set",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the tiermem store, e.g. l2.expansion_search=256 (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.namespaces, args.queries = 5_000, 20, 100
     return args
 
 
-def open_store(path: str, prefix: str, dim: int) -> tiermem.Engine:
+# No L1 capacity: the default policy caps episodes at 1,000 per namespace in L1 and
+# evicts on write, which would mix moves into the ingest figure and leave the
+# move step with ids already in L2.
+POLICY = {"version": 1, "kinds": {"episodic": {"place": "l1", "l1": {"capacity": None}}}}
+
+
+def open_store(
+    path: str, prefix: str, dim: int, extra: dict[str, Any] | None = None
+) -> tiermem.Engine:
     overrides = {"l1.url": REDIS_URL, "l1.prefix": prefix, "embedding.dim": dim}
     overrides["search.deep_below"] = -1.0
-    return tiermem.open(path, embedder=tiermem.HashingEmbedder(dim), **overrides)
+    overrides.update(extra or {})
+    policy = Path(path) / "bench-policy.json"
+    policy.write_text(json.dumps(POLICY))
+    return tiermem.open(
+        Path(path) / "store",
+        embedder=tiermem.HashingEmbedder(dim),
+        policy=str(policy),
+        **overrides,
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -464,7 +498,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = client.info("server")["redis_version"]
     base = f"bench-core:{uuid.uuid4().hex[:12]}"
     try:
-        with tempfile.TemporaryDirectory() as tmp, open_store(tmp, f"{base}:tm", args.dim) as mem:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            open_store(tmp, f"{base}:tm", args.dim, dict(args.set)) as mem,
+        ):
             ingest = bench_ingest(mem, client, f"{base}:raw", data)
             ids = ingest.pop("ids")
             move = bench_move(mem, ids)
@@ -495,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         "queries": args.queries,
         "k": K,
         "seed": args.seed,
+        "overrides": dict(args.set),
         "versions": versions(),
         "git": git_state(),
         "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],

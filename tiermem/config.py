@@ -43,13 +43,14 @@ class L1Config(_Section):
     url: str | None = None  # redis://… or unix://…; None starts an embedded Redis
     prefix: str | None = None  # key prefix; None derives "tm:<store id>"
     socket_timeout: float = Field(5.0, gt=0)
-    batch: int = Field(500, ge=1)  # records per MULTI/EXEC
 
 
 class L2Config(_Section):
-    exact_threshold: int = Field(
-        5_000, ge=0
-    )  # below: exact numpy (crossover measured: benchmarks/crossover.py)
+    # Exact numpy search below this many rows per namespace: on random 384-d
+    # vectors HNSW (bf16, ef 64) lost recall above 5k rows while exact stayed
+    # under ~1 ms up to 15k (benchmarks/core.py, crossover.py); 20k keeps
+    # recall 1.0 for typical tenants and index builds off the hot path.
+    exact_threshold: int = Field(20_000, ge=0)
     connectivity: int = Field(16, ge=2)
     expansion_add: int = Field(128, ge=1)
     expansion_search: int = Field(64, ge=1)

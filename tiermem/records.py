@@ -20,19 +20,33 @@ def check_vector(vec: np.ndarray, dim: int, field: str = "embedding") -> np.ndar
     """A unit-length copy of `vec`, or ValidationError if its dimension is wrong."""
     if vec.shape != (dim,):
         raise ValidationError(f"has dimension {vec.shape[0]}, the store uses {dim}", field=field)
-    if not np.any(vec):
+    vec = vec.astype(np.float32, copy=False)
+    norm = float(np.sqrt(np.dot(vec, vec)))  # one BLAS dot, no temporaries
+    if norm == 0:
         raise ValidationError("must not be all zeros", field=field)
-    unit: np.ndarray = normalize(vec.reshape(1, dim))[0]
+    unit: np.ndarray = vec / np.float32(norm)
     return unit
 
 
 def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.ndarray:
-    """Vectors for `items`: given ones checked, the rest embedded in one call."""
+    """Vectors for `items`: given ones checked, the rest embedded in one call.
+
+    Given vectors are checked and normalised in one vectorised pass (same
+    errors as `check_vector`, for the first offending item).
+    """
     out = np.zeros((len(items), dim), dtype=np.float32)
     todo = [i for i, m in enumerate(items) if m.embedding is None]
-    for i, m in enumerate(items):
-        if m.embedding is not None:
-            out[i] = check_vector(m.embedding, dim)
+    given = [i for i, m in enumerate(items) if m.embedding is not None]
+    if given:
+        given_vecs = [v for i in given if (v := items[i].embedding) is not None]
+        if any(v.shape != (dim,) for v in given_vecs):
+            for v in given_vecs:  # raise the one-item error for the first bad shape
+                check_vector(v, dim)
+        mat = np.stack(given_vecs).astype(np.float32, copy=False)
+        norms = np.sqrt(np.einsum("ij,ij->i", mat, mat))
+        if not norms.all():
+            raise ValidationError("must not be all zeros", field="embedding")
+        out[given] = mat / norms[:, None]
     if todo:
         vecs = np.asarray(embedder.embed([items[i].text for i in todo]), dtype=np.float32)
         if vecs.shape != (len(todo), dim):

@@ -183,26 +183,42 @@ class HotTier:
     # -- writes ---------------------------------------------------------------
 
     @_guarded
-    def put(self, table: pa.Table) -> None:
-        """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows."""
-        for start in range(0, table.num_rows, BATCH):
-            self._put_batch(table.slice(start, BATCH))
+    def put(self, table: pa.Table, *, new: bool = False) -> None:
+        """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows.
 
-    def _put_batch(self, table: pa.Table) -> None:
+        `new=True` promises that no id in `table` is stored here yet (fresh
+        ids from add): the per-record DEL that makes an upsert replace the
+        whole hash is then skipped. Wrong promises leave stale fields (e.g. a
+        cleared expiry) behind, so only pass it for ids just minted.
+        """
+        for start in range(0, table.num_rows, BATCH):
+            self._put_batch(table.slice(start, BATCH), new)
+
+    def _put_batch(self, table: pa.Table, new: bool = False) -> None:
         cols = _encode_columns(table)
         names = [(n, cols[n]) for n in sch.COLUMNS]
         ids, nss = cols["id"], cols["namespace"]
+        last, acc, kinds, tiered = (
+            cols["last_accessed_at"],
+            cols["access_count"],
+            cols["kind"],
+            cols["tiered_at"],
+        )
         recency: dict[str, dict[str, int]] = {}
         freq: dict[str, dict[str, int]] = {}
+        by_kind: dict[tuple[str, str], dict[str, int]] = {}
         pipe = self.client.pipeline(transaction=True)
         for i, (id_, ns) in enumerate(zip(ids, nss, strict=True)):
             key = self.keys.record(ns, id_)
-            pipe.delete(key)
+            if not new:
+                pipe.delete(key)
             pipe.hset(key, mapping={n: c[i] for n, c in names if c[i] is not None})
-            recency.setdefault(ns, {})[id_] = cols["last_accessed_at"][i]
-            freq.setdefault(ns, {})[id_] = cols["access_count"][i]
-            pipe.zadd(self.keys.kind_index(ns, cols["kind"][i]), {id_: cols["tiered_at"][i]})
+            recency.setdefault(ns, {})[id_] = last[i]
+            freq.setdefault(ns, {})[id_] = acc[i]
+            by_kind.setdefault((ns, kinds[i]), {})[id_] = tiered[i]
         pipe.hset(self.keys.directory(), mapping=dict(zip(ids, nss, strict=True)))
+        for (ns, kind), members in by_kind.items():  # one ZADD per (namespace, kind)
+            pipe.zadd(self.keys.kind_index(ns, kind), members)
         for ns in recency:
             pipe.zadd(self.keys.recency(ns), recency[ns])
             pipe.zadd(self.keys.frequency(ns), freq[ns])
@@ -293,6 +309,14 @@ class HotTier:
                 pipe.hgetall(self.keys.record(ns, id_))
             rows.extend(h for h in pipe.execute() if h)
         return _decode_rows(self.dim, rows)
+
+    @_guarded
+    def locate(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> namespace of the ids held here (directory lookups only)."""
+        out: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            out.update(self._locate(chunk))
+        return out
 
     @_guarded
     def get(self, ids: Sequence[str]) -> pa.Table:

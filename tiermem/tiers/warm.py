@@ -238,6 +238,11 @@ class WarmTier:
 
     # -- reads -----------------------------------------------------------
 
+    def locate(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> namespace of the ids held here (in memory, no rows read)."""
+        with self._lock:
+            return {i: home.name for i in ids if (home := self._home.get(i)) is not None}
+
     def get(self, ids: Sequence[str]) -> pa.Table:
         """Rows of the held ids, with current access stats."""
         with self._lock:

@@ -15,15 +15,18 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiermem.errors import ConfigError, TierUnavailable
 from tiermem.filters import Filter
+from tiermem.ids import to_us
 from tiermem.schema import TS, schema, vectors
 from tiermem.tiers.warm_index import HnswParams, VectorIndex, fsync_path, normalise
 
@@ -33,6 +36,7 @@ ACCESS = "access.arrow"
 COMPACTED = b"tiermem.compacted"
 SEGMENT_RE = re.compile(r"seg-(\d{8})\.arrow")
 TRIVIAL = Filter(include_superseded=True)  # passes every live row
+NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
 
 
 @contextmanager
@@ -103,6 +107,12 @@ class Namespace:
         self.vec = VectorIndex(params)
         self.last_us = np.zeros(0, dtype=np.int64)  # access stats by row number
         self.count = np.zeros(0, dtype=np.int64)
+        # Expiry (µs, NEVER when null) and supersession by row number, so the
+        # filters every search applies are a numpy compare, and free when no
+        # row of the namespace has either set.
+        self.exp_us = np.zeros(0, dtype=np.int64)
+        self.superseded = np.zeros(0, dtype=bool)
+        self.any_exp = self.any_superseded = False
         self.tomb_lines = 0
         self._table: pa.Table | None = None
 
@@ -110,13 +120,19 @@ class Namespace:
 
     @property
     def table(self) -> pa.Table:
-        """All rows (dead included) as one chunked table; concatenation is zero-copy."""
+        """All rows (dead included) as one chunked table; concatenation is zero-copy.
+
+        For whole-column work (masks) only: `take` on a many-chunk table copies
+        the whole fixed-size-list embedding column, so row gathers go through
+        `take`/`take_column`, which read each segment's (single-chunk) part.
+        """
         if self._table is None:
             self._table = pa.concat_tables([self.schema.empty_table(), *self.parts])
         return self._table
 
     def append(self, table: pa.Table, seq: int) -> None:
         """Add a segment's rows; an id seen before loses its older row (later rows win)."""
+        table = table.combine_chunks()  # one chunk per part: cheap gathers in `take`
         self.parts.append(table)
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
@@ -131,6 +147,13 @@ class Namespace:
         count = table.column("access_count").to_numpy()
         self.last_us = np.concatenate([self.last_us, last])
         self.count = np.concatenate([self.count, count])
+        exp_col = table.column("expires_at")
+        exp = exp_col.cast(pa.int64()).fill_null(NEVER).to_numpy()
+        sup = pc.is_valid(table.column("superseded_by")).to_numpy(zero_copy_only=False)
+        self.exp_us = np.concatenate([self.exp_us, exp])
+        self.superseded = np.concatenate([self.superseded, sup])
+        self.any_exp = self.any_exp or exp_col.null_count < len(exp_col)
+        self.any_superseded = self.any_superseded or bool(sup.any())
 
     def seq_of(self, row: int) -> int:
         """The seq of the segment holding row number `row`."""
@@ -140,9 +163,46 @@ class Namespace:
         """Row numbers of the held ids among `ids`."""
         return np.asarray([self.id2row[i] for i in ids if i in self.id2row], dtype=np.int64)
 
+    def _part(self, p: int, column: str | None) -> pa.Table | pa.Array:
+        part = self.parts[p] if self.parts else self.schema.empty_table()
+        return part if column is None else part.column(column).combine_chunks()
+
+    def _gather(self, rows: np.ndarray, column: str | None) -> pa.Table | pa.Array:
+        """Rows (or one column's values) by row number, read part by part.
+
+        Only the parts holding a requested row are touched, so the cost is
+        in the rows asked for, not in the namespace size.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(self.parts) <= 1:
+            return self._part(0, column).take(pa.array(rows, type=pa.int64()))
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        bounds = np.flatnonzero(np.diff(which[order])) + 1
+        pieces = []
+        for group in np.split(order, bounds) if len(rows) else []:
+            p = int(which[group[0]])
+            local = pa.array(rows[group] - self.starts[p], type=pa.int64())
+            pieces.append(self._part(p, column).take(local))
+        if not pieces:
+            return self._part(0, column).slice(0, 0)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        merged = (
+            pa.concat_tables(pieces).combine_chunks()
+            if column is None
+            else pa.concat_arrays(pieces)
+        )
+        return merged.take(pa.array(inverse, type=pa.int64()))
+
+    def take_column(self, column: str, rows: np.ndarray) -> pa.Array:
+        """One column's values at these row numbers."""
+        out: pa.Array = self._gather(rows, column)
+        return out
+
     def take(self, rows: np.ndarray) -> pa.Table:
         """These rows with their current access stats."""
-        t = self.table.take(pa.array(rows, type=pa.int64()))
+        t: pa.Table = self._gather(rows, None)
         for col, values in (("last_accessed_at", self.last_us), ("access_count", self.count)):
             i = t.schema.get_field_index(col)
             arr = pa.array(values[rows], type=TS if col == "last_accessed_at" else pa.int64())
@@ -207,7 +267,7 @@ class Namespace:
         rows = np.flatnonzero(self.vec.live)
         table = pa.table(
             {
-                "id": self.table.column("id").take(pa.array(rows, type=pa.int64())),
+                "id": self.take_column("id", rows),
                 "seq": pa.array([self.seq_of(int(r)) for r in rows], pa.int64()),
                 "last_accessed_at": pa.array(self.last_us[rows], type=TS),
                 "access_count": pa.array(self.count[rows], type=pa.int64()),
@@ -283,10 +343,21 @@ class Namespace:
         return self._where(rows, scores, k, flt)
 
     def _plain_mask(self, flt: Filter) -> np.ndarray:
-        plain = replace(flt, where=())
-        if plain == TRIVIAL:
-            return self.vec.live.copy()
-        mask: np.ndarray = self.vec.live & plain.mask(self.table)
+        """Live rows passing every condition of `flt` but `where`.
+
+        Expiry and supersession (set on nearly every search) come from the
+        per-row arrays, and cost nothing when no row has them set; the
+        rest (kinds, time range) is an Arrow mask over the whole table.
+        """
+        mask: np.ndarray = self.vec.live.copy()
+        if flt.now is not None and self.any_exp:
+            now = flt.now if flt.now.tzinfo else flt.now.replace(tzinfo=UTC)
+            mask &= self.exp_us > to_us(now)
+        if not flt.include_superseded and self.any_superseded:
+            mask &= ~self.superseded
+        rest = replace(flt, where=(), now=None, include_superseded=True)
+        if rest != TRIVIAL:
+            mask &= rest.mask(self.table)
         return mask
 
     def _where(
@@ -294,11 +365,10 @@ class Namespace:
     ) -> tuple[np.ndarray, np.ndarray]:
         if not flt.where:
             return rows[:k], scores[:k]
-        meta = self.table.column("metadata")
         found: list[int] = []
         step = max(2 * k, 64)
         for start in range(0, len(rows), step):
-            values = meta.take(pa.array(rows[start : start + step])).to_pylist()
+            values = self.take_column("metadata", rows[start : start + step]).to_pylist()
             ok = [flt.match_metadata(json.loads(v)) for v in values]
             found.extend((np.flatnonzero(ok) + start).tolist())
             if len(found) >= k:
