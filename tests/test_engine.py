@@ -346,19 +346,14 @@ def test_public_surface() -> None:
 
 def test_shipped_files_work_after_install(tmp_path: Path) -> None:
     """Run outside the checkout, so the installed package (not the repo) is imported."""
-    import importlib.metadata
-
-    try:
-        importlib.metadata.distribution("tiermem")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("tiermem is not installed (pip install .)")
     code = (
         "import tiermem, tiermem.resources as r, tiermem.lifecycle.policy as p; "
         "print(tiermem.__file__); print(sorted(r.shipped_policies())); "
         "[p.load_policy(n) for n in r.shipped_policies()]"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    if "No module named 'tiermem'" in out.stderr:
+        pytest.skip("tiermem is not installed (pip install .)")
+    assert out.returncode == 0, out.stderr
     assert "site-packages" in out.stdout.splitlines()[0]
     assert "'chat-assistant', 'coding-agent', 'default'" in out.stdout

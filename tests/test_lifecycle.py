@@ -207,3 +207,16 @@ def test_default_ttl_from_policy(open_store: OpenStore, tmp_path: Path) -> None:
     assert m.expires_at == clock.now + timedelta(hours=1)
     assert mem.add("kept", namespace="a", ttl=7200).expires_at == clock.now + timedelta(hours=2)
     assert datetime.now(UTC) > clock.now  # the fake clock is in the past: nothing else expires
+
+
+def test_events_log_survives_a_torn_append(tmp_path: Path) -> None:
+    from tiermem.events import EventLog
+    from tiermem.model import Action
+
+    log = EventLog(tmp_path)
+    act = Action(id="x", namespace="n", action="move", src="l1", dst="l2", reason="idle")
+    log.append("r1", "demote", datetime.now(UTC), [act])
+    with open(log.path, "a") as fh:
+        fh.write('{"at": "2026-')  # a crash mid-append
+    log.append("r2", "demote", datetime.now(UTC), [act])
+    assert [e["run"] for e in log.read()] == ["r1", "r2"]

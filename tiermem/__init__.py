@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tiermem.config import Config, load_config
+from tiermem.consolidate import CallableSummarizer, ExtractiveSummarizer, Summarizer
 from tiermem.embed import Embedder, HashingEmbedder, MiniLMEmbedder
 from tiermem.engine import Engine
 from tiermem.errors import (
@@ -67,12 +68,14 @@ def open(
 __all__ = [
     "Action",
     "BatchResult",
+    "CallableSummarizer",
     "CapacityError",
     "Clock",
     "Config",
     "ConfigError",
     "Embedder",
     "Engine",
+    "ExtractiveSummarizer",
     "HashingEmbedder",
     "Hit",
     "JobReport",
@@ -85,6 +88,7 @@ __all__ = [
     "PolicyError",
     "QueryError",
     "Stats",
+    "Summarizer",
     "TierMemError",
     "TierStats",
     "TierUnavailable",

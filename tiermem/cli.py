@@ -162,16 +162,21 @@ def sql(
     ns: Annotated[
         str | None, typer.Option("--ns", help="Restrict every view to one namespace.")
     ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show DuckDB's plan instead of the rows.")
+    ] = False,
     path: PathOpt = DEFAULT_PATH,
     config: ConfigOpt = None,
 ) -> None:
-    """Run one read-only SELECT over the views hot, warm, cold, memories."""
+    """Run one read-only SELECT over the views hot, warm, cold, memories, events."""
     if fmt not in ("table", "csv", "json"):
         raise ValidationError("must be table, csv or json", field="--format")
     with _engine(path, config, write=False) as mem:
-        result = mem.sql(query, namespace=ns)
+        result = mem.sql(query, namespace=ns, explain=explain)
     rows = result.to_pylist()
-    if fmt == "json":
+    if explain and fmt == "table":
+        sys.stdout.write("".join(str(r.get("explain_value", "")) + "\n" for r in rows))
+    elif fmt == "json":
         out.print_json(data=rows, default=str)
     elif fmt == "csv":
         buf = io.StringIO()
@@ -247,17 +252,21 @@ def run(
 def worker(
     path: PathOpt = DEFAULT_PATH,
     config: ConfigOpt = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO... (or log.level)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run the lifecycle scheduler in the foreground until SIGINT/SIGTERM."""
     import logging
 
+    from tiermem.config import load_config
     from tiermem.lifecycle.scheduler import install_signal_handlers
+    from tiermem.obs import logs
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure_from(load_config(config), log_level)  # [log] section; --log-level wins
     with _engine(path, config, write=True) as mem:
+        if metrics_port is not None:
+            mem.serve_metrics(metrics_port, metrics_addr)
         sched = mem.scheduler(blocking=True)
         install_signal_handlers(sched)
         logging.getLogger("tiermem.worker").info(
@@ -265,6 +274,78 @@ def worker(
         )
         sched.start()  # returns after a clean shutdown
     logging.getLogger("tiermem.worker").info("worker stopped")
+
+
+@app.command()
+def export(
+    file: Annotated[Path, typer.Argument(help="Output file: .parquet (zstd) or .jsonl.")],
+    ns: Annotated[str | None, typer.Option("--ns", help="Only this namespace.")] = None,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+) -> None:
+    """Export memories (every field but the tier) to Parquet or JSON Lines."""
+    from rich.progress import Progress as Bar
+
+    with _engine(path, config, write=False) as mem, Bar(console=err, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        n = mem.export(
+            file, ns, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    out.print(f"exported {n} memories to {file}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A .parquet or .jsonl export.")],
+    ns: Annotated[str | None, typer.Option("--ns", help="Only this namespace's rows.")] = None,
+    tier: Annotated[str, typer.Option(help="Tier to insert into: l1, l2 or l3.")] = "l1",
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+) -> None:
+    """Import an export, keeping ids and every field; ids already stored are skipped."""
+    from rich.progress import Progress as Bar
+
+    from tiermem.transfer import import_file
+
+    with _engine(path, config, write=True) as mem, Bar(console=err, transient=True) as bar:
+        task = bar.add_task("import", total=None)
+        result = import_file(
+            mem,
+            file,
+            ns,
+            tier=tier,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"imported {result.imported} memories from {file}; skipped {result.skipped} "
+        f"already stored; {result.filtered} of other namespaces"
+    )
+
+
+@app.command()
+def check(
+    fix: Annotated[bool, typer.Option("--fix", help="Repair what can be repaired.")] = False,
+    path: PathOpt = DEFAULT_PATH,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check consistency across tiers; exit 1 if problems remain (unfixed)."""
+    with _engine(path, config, write=fix) as mem:
+        report = mem.check(fix=fix)
+    if as_json:
+        out.print_json(data=report.model_dump(mode="json"))
+    elif report.problems:
+        table = Table("kind", "id / path", "detail", "fixed", title="problems")
+        for p in report.problems:
+            table.add_row(p.kind, p.id or p.path or "", p.detail, "yes" if p.fixed else "no")
+        out.print(table)
+    if not as_json:
+        checked = ", ".join(f"{k}={v}" for k, v in report.checked.items())
+        out.print(
+            f"{len(report.problems)} problems, {len(report.unfixed)} unfixed (checked {checked})"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

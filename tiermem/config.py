@@ -84,12 +84,25 @@ class SchedulerConfig(_Section):
     expire: float = Field(600, ge=0)
     checkpoint: float = Field(300, ge=0)
     compact: float = Field(3600, ge=0)
+    # 0: every policy's shortest `consolidate.every`; a number overrides it
+    consolidate: float = Field(0, ge=0)
     lease: float = Field(30, gt=0)  # cross-process job lock lease (renewed by a heartbeat)
 
     def intervals(self) -> dict[str, float]:
         return {
             j: getattr(self, j) for j in ("demote", "promote", "expire", "checkpoint", "compact")
         }
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LogConfig(_Section):
+    """Logging of `tiermem worker` (tiermem.obs.logs.configure_from)."""
+
+    level: LogLevel = "INFO"
+    format: Literal["text", "json"] = "text"  # json: one object a line (time, level, logger, …)
+    modules: dict[str, LogLevel] = Field(default_factory=dict)  # logger name -> level
 
 
 class MovesConfig(_Section):
@@ -110,6 +123,7 @@ class Config(BaseSettings):
     search: SearchConfig = SearchConfig()
     moves: MovesConfig = MovesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    log: LogConfig = LogConfig()
     policy: str = "default"
 
     @classmethod

@@ -8,6 +8,7 @@ ranking to `retrieval.py`, SQL to `sql.py`. It holds no storage logic.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -18,10 +19,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tiermem import inputs, records, retrieval, schema
+from tiermem import inputs, memtypes, records, retrieval, schema
 from tiermem.access import HitLog
 from tiermem.backends import Backends, open_backends
+from tiermem.check import CheckReport
 from tiermem.config import Config, check_format
+from tiermem.consolidate import Summarizer
 from tiermem.embed import Embedder, default_embedder
 from tiermem.errors import ConfigError, NotFound, TierMemError, ValidationError
 from tiermem.events import EventLog
@@ -35,6 +38,7 @@ from tiermem.lock import WriterLock
 from tiermem.model import (
     KINDS,
     TIERS,
+    Action,
     BatchResult,
     Hit,
     JobReport,
@@ -46,6 +50,7 @@ from tiermem.model import (
     check_namespace,
 )
 from tiermem.moves import Mover
+from tiermem.obs.metrics import EngineMetrics
 from tiermem.sql import SqlViews
 
 
@@ -103,7 +108,9 @@ class Engine:
                 config.moves.batch,
             )
             self._scheduler: Scheduler | None = None
-            self._sql = SqlViews(self._b, self.format.dim)
+            self.types = memtypes.MemTypes(self)  # dedupe, versions, rollback
+            self._sql = SqlViews(self._b, self.format.dim, events=self.events)
+            self.metrics = EngineMetrics(self)  # instruments this instance (obs/metrics.py)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -202,6 +209,11 @@ class Engine:
         )
         if item.supersedes is not None:
             self._check_supersedes(item)
+        if self.types.handles(item):  # deduplicated kinds, named procedures
+            memory = self.types.add(item)
+            if item.supersedes is not None:
+                self._supersede(item.supersedes, memory.id)
+            return memory
         memories, errors = self._write([item])
         if errors:
             raise errors[0]
@@ -223,11 +235,21 @@ class Engine:
                 item = MemoryIn.parse(raw, namespace=namespace)
                 if item.supersedes is not None:
                     raise ValidationError("use add() for supersedes", field="supersedes")
-                if item.embedding is not None:
-                    records.check_vector(item.embedding, self.dim)
+                vec = item.embedding
+                if vec is not None and (vec.shape != (self.dim,) or not vec.any()):
+                    records.check_vector(vec, self.dim)  # raises, naming the field
                 good.append((i, item))
             except TierMemError as exc:
                 errors[i] = exc
+        claimed = [(i, item) for i, item in good if self.types.handles(item)]
+        good = [(i, item) for i, item in good if not self.types.handles(item)]
+        for (i, _), got in zip(
+            claimed, self.types.add_many([item for _, item in claimed]), strict=True
+        ):
+            if isinstance(got, Memory):
+                ids[i] = got.id
+            else:
+                errors[i] = got
         if good:
             written, failed = self._write([item for _, item in good])
             for j, (i, _) in enumerate(good):
@@ -239,8 +261,13 @@ class Engine:
                 ids[i] = m.id
         return BatchResult(ids=ids, errors=errors)
 
-    def _write(self, items: Sequence[MemoryIn]) -> tuple[list[Memory], dict[int, TierMemError]]:
-        """Write the items that fit (policy capacity); returns them and errors by index."""
+    def _write(
+        self, items: Sequence[MemoryIn], *, versions: Sequence[int] | None = None
+    ) -> tuple[list[Memory], dict[int, TierMemError]]:
+        """Write the items that fit (policy capacity); returns them and errors by index.
+
+        `versions` (one per item) replaces the new rows' version 1 (procedures).
+        """
         b = self._writable()
         with self._mutex:
             adm = capacity.admit(items, self.policy, self._count)
@@ -249,10 +276,17 @@ class Engine:
                 return [], adm.errors
             vecs = records.embed_items(chosen, self.embedder, self.dim)
             table = records.new_rows(chosen, vecs, self.clock(), self.dim)
+            if versions is not None:
+                col = pa.array([versions[i] for i in adm.admitted], pa.int64())
+                table = table.set_column(table.schema.get_field_index("version"), "version", col)
             places: list[TierName] = [self.policy.for_kind(m.kind).place for m in chosen]
             for tier in dict.fromkeys(places):
                 rows = [i for i, p in enumerate(places) if p == tier]
-                b.tiers[tier].put(table.take(rows) if len(rows) < len(places) else table)
+                part = table.take(rows) if len(rows) < len(places) else table
+                if tier == "l1":
+                    b.l1.put(part, new=True)  # fresh ids: no upsert DEL needed
+                else:
+                    b.tiers[tier].put(part)
             for group in adm.evict:
                 self._evict_now(*group)
         memories = schema.to_memories(table, "l1")
@@ -335,17 +369,42 @@ class Engine:
         """Delete memories by id; returns how many existed."""
         b = self._writable()
         with self._mutex:
-            found = [(tier, t.column("id").to_pylist()) for tier, t in self._find(ids)]
+            rows = self._find(ids)
+            found = [(tier, t.column("id").to_pylist()) for tier, t in rows]
             for _, gone in found:
                 self.hits.drop(gone)
-            return sum(b.tiers[tier].delete(gone) for tier, gone in found)
+            n = sum(b.tiers[tier].delete(gone) for tier, gone in found)
+            events = [
+                Action(id=i, namespace=ns, action="delete", src=tier, reason="deleted by the user")
+                for tier, t in rows
+                for i, ns in zip(t["id"].to_pylist(), t["namespace"].to_pylist(), strict=True)
+            ]
+            self._log_user("user", events)
+            return n
 
     def forget(self, *, namespace: str) -> int:
         """Erase a whole namespace from every tier; returns how many memories it had."""
         check_namespace(namespace)
         b = self._writable()
         with self._mutex:
-            return sum(b.tiers[t].forget(namespace) for t in TIERS)
+            cold = b.l3.columns(["id"], namespace)
+            gone = [i for t in b.l2.scan(namespace) for i in t["id"].to_pylist()]
+            gone += cold["id"].to_pylist() if cold is not None else []
+            n = sum(b.tiers[t].forget(namespace) for t in TIERS)
+            self.hits.drop(gone)  # no trace of the namespace in the hit log ...
+            self.hits.save()
+            b.l3.checkpoint()  # ... or in L3's persisted access stats
+            self.types.forget(namespace)
+            reason = f"forget(namespace={namespace!r}): {n} memories"
+            # src "all" is not a TierName: built unvalidated, it only feeds the events log.
+            event: dict[str, Any] = {"id": "*", "namespace": namespace, "action": "forget"}
+            event |= {"src": "all", "dst": None, "reason": reason}
+            self._log_user("forget", [Action.model_construct(**event)])
+            return n
+
+    def _log_user(self, job: str, actions: list[Action]) -> None:
+        """Record a user's deletes (job "user") or forget (job "forget") in the events log."""
+        self.events.append(uuid.uuid4().hex[:12], job, self.clock(), actions)
 
     def _check_supersedes(self, item: MemoryIn) -> None:
         try:
@@ -362,6 +421,26 @@ class Engine:
                 old.tier, [records.edited(old, {"superseded_by": new_id}, self.clock(), bump=False)]
             )
             self.mover.move(old.tier, "l3", [old_id])
+
+    def versions(self, name: str, *, namespace: str) -> list[Memory]:
+        """Every version of the procedure `name` in `namespace`, newest first."""
+        check_namespace(namespace)
+        return self.types.versions(name, namespace)
+
+    def rollback(self, name: str, *, namespace: str, version: int) -> Memory:
+        """Make `version` of a procedure current again (as a new, newest version)."""
+        check_namespace(namespace)
+        self._writable()
+        return self.types.rollback(name, namespace, version)
+
+    @property
+    def summarizer(self) -> Summarizer:
+        """What consolidation summarises clusters with (default: extractive); settable."""
+        return self.lifecycle.summarizer
+
+    @summarizer.setter
+    def summarizer(self, value: Summarizer) -> None:
+        self.lifecycle.summarizer = value
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -532,9 +611,12 @@ class Engine:
     def scheduler(self, *, blocking: bool = False) -> Scheduler:
         """A scheduler running this engine's jobs on the configured intervals."""
         cfg = self.config.scheduler
+        intervals = cfg.intervals()
+        every = [r.consolidate.every for k in KINDS if (r := self.policy.for_kind(k)).consolidate]
+        intervals["consolidate"] = cfg.consolidate or (min(every).total_seconds() if every else 0.0)
         return Scheduler(
             self.run,
-            cfg.intervals(),
+            intervals,
             self.backends.l1.client,
             self.backends.l1.keys,
             clock=self.clock,
@@ -555,7 +637,51 @@ class Engine:
             self._scheduler.stop(wait=True)
             self._scheduler = None
 
+    # -- export / import / check (tiermem.transfer, tiermem.check) -------------------------
+
+    def export(
+        self,
+        path: str | Path,
+        namespace: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Write every memory (of one namespace) to .parquet or .jsonl; returns how many."""
+        from tiermem import transfer
+
+        with self._mutex:  # no move runs meanwhile: every memory is seen exactly once
+            return transfer.export(self, path, namespace, progress)
+
+    def import_(
+        self,
+        path: str | Path,
+        namespace: str | None = None,
+        *,
+        tier: str = "l1",
+        progress: Progress | None = None,
+    ) -> int:
+        """Import an export (all rows, or one namespace's) into `tier`, keeping ids and
+        every field; ids already stored are skipped. Returns how many were imported.
+        A bad row raises ValidationError naming row and field, and nothing is written."""
+        from tiermem import transfer
+
+        with self._mutex:
+            result = transfer.import_file(self, path, namespace, tier=tier, progress=progress)
+            return result.imported
+
+    def check(self, fix: bool = False) -> CheckReport:
+        """Check consistency across tiers; with `fix`, repair what can be (see tiermem.check)."""
+        from tiermem import check
+
+        with self._mutex:
+            return check.check(self, fix=fix)
+
     # -- introspection ---------------------------------------------------------------------
+
+    def serve_metrics(self, port: int = 9108, addr: str = "127.0.0.1") -> Any:
+        """Serve Prometheus metrics at http://addr:port/metrics until close; returns the
+        server (``.server_port`` is the port; 0 picks a free one). See tiermem.obs.metrics."""
+        return self.metrics.serve(port, addr)
 
     def stats(self) -> Stats:
         """Sizes per tier, counts per kind, reads served per tier."""
@@ -573,8 +699,11 @@ class Engine:
             jobs=dict(self._jobs),
         )
 
-    def sql(self, query: str, *, namespace: str | None = None) -> pa.Table:
-        """Run one read-only SELECT over the views cold, warm, hot, memories."""
+    def sql(self, query: str, *, namespace: str | None = None, explain: bool = False) -> pa.Table:
+        """Run one read-only SELECT over the views hot, warm, cold, memories, events.
+
+        `namespace` restricts every view to one tenant; `explain` returns the plan.
+        """
         if namespace is not None:
             check_namespace(namespace)
-        return self._sql.query(query, namespace=namespace)
+        return self._sql.query(query, namespace=namespace, explain=explain)

@@ -41,10 +41,21 @@ class EventLog:
         for a in actions:
             event = {"at": at.isoformat(), "run": run, "job": job, **a.model_dump(mode="json")}
             lines.append(json.dumps(event, separators=(",", ":")))
+        torn = self._torn()
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+            # after a crash mid-append, start on a fresh line so this batch stays readable
+            fh.write(("\n" if torn else "") + "\n".join(lines) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def _torn(self) -> bool:
+        """Whether the log ends without a newline (a crash mid-append)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                return fh.read(1) != b"\n"
+        except OSError:  # missing or empty
+            return False
 
     def read(self) -> Iterator[dict[str, Any]]:
         """Every complete event, oldest first."""
@@ -52,5 +63,9 @@ class EventLog:
             return
         with open(self.path, encoding="utf-8") as fh:
             for line in fh:
-                if line.endswith("\n"):
+                if not line.endswith("\n"):
+                    continue  # torn tail of a crashed append
+                try:
                     yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line, closed by a later append

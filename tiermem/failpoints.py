@@ -5,7 +5,8 @@ Set ``TIERMEM_FAILPOINT`` to a step name (``move.copied``), optionally with
 the process SIGKILLs itself: no cleanup, no flush, like a power cut for
 everything not yet fsynced. Unset, a failpoint costs one dict lookup.
 
-Steps: see `STEPS`.
+Steps: see `STEPS` (moves), `COMPACT_STEPS` (L3 compaction) and
+`CONSOLIDATE_STEPS` (consolidation).
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ STEPS = (
     "move.journaled",  # journal written, nothing copied
     "move.copied",  # destination durable, source still present
     "move.deleted",  # source removed, journal still present
+)
+# L3 compaction (ColdTier.compact_namespace). Kept out of STEPS, which
+# tests/test_crash.py parametrizes its move scenarios over.
+COMPACT_STEPS = (
+    "compact.written",  # new files durable, manifest not yet committed
+    "compact.committed",  # manifest committed, old files not yet removed
+)
+# Consolidation (tiermem/consolidate.py), per cluster; also kept out of STEPS.
+CONSOLIDATE_STEPS = (
+    "consolidate.written",  # semantic memory durable, sources not yet marked
+    "consolidate.marked",  # sources marked consolidated_into, not yet moved
+    "consolidate.moved",  # sources moved to sources_to
 )
 _hits: Counter[str] = Counter()
 

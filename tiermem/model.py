@@ -281,7 +281,7 @@ class Action(BaseModel):
 
     id: str
     namespace: str
-    action: Literal["move", "delete", "merge"]
+    action: Literal["move", "delete", "merge", "forget"]
     src: TierName
     dst: TierName | None = None
     reason: str

@@ -1,34 +1,77 @@
 """SQL over memory: DuckDB views of every tier, behind a read-only sandbox.
 
-Views (columns: the Memory fields, ``embedding`` as ``FLOAT[dim]``,
+Views (memory columns: the Memory fields, ``embedding`` as ``FLOAT[dim]``,
 ``metadata`` as JSON, times as TIMESTAMPTZ, plus ``tier``):
 
 - ``hot``: L1 rows (a snapshot read from Redis for this query),
-- ``warm``: L2 rows (its Arrow data, not copied into DuckDB),
-- ``cold``: L3 Parquet files named by the manifest, minus deleted rows,
-- ``memories``: all three.
+- ``warm``: L2 rows (its Arrow data, registered, not copied into DuckDB),
+- ``cold``: the L3 Parquet files named by the manifest, minus deleted rows,
+- ``memories``: all three,
+- ``events``: the events log (moves, merges, deletes, expiries, forgets).
 
-The sandbox: the statement is parsed by DuckDB and must be exactly one
-SELECT; the connection can read only the L3 directory
-(``allowed_directories`` + ``enable_external_access=false``), cannot
-install or load extensions, and its configuration is locked.
+Only the views a query names are refreshed (``SELECT ... FROM cold`` never
+reads Redis); the others are pointed at empty tables. The schema and
+example queries are in ``docs/sql.md``.
+
+The sandbox (every refusal is a QueryError saying why):
+
+- the statement is parsed by DuckDB and must be exactly one SELECT;
+- one connection per namespace restriction; its only readable directory is
+  the L3 data of that namespace (all of L3 without a restriction):
+  ``allowed_directories`` then ``enable_external_access=false``, so no
+  other file (the embedded Redis, ``format.json``, /etc) is reachable and
+  nothing can be written; the events log is loaded into Arrow by Python;
+- spilling to disk is off (``temp_directory=''``), extension install and
+  autoload are off, memory and threads are limited, and the configuration
+  is locked;
+- a timer interrupts a query that runs longer than the time limit.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiermem import schema
 from tiermem.errors import QueryError
 
 if TYPE_CHECKING:
     from tiermem.backends import Backends
+    from tiermem.events import EventLog
 
 _FIELDS = [c for c in schema.COLUMNS if c not in ("embedding", "metadata")]
+
+EVENT_COLUMNS = ("at", "run", "job", "action", "id", "namespace", "src", "dst", "reason")
+EVENTS_SCHEMA = pa.schema(
+    [pa.field("at", schema.TS)] + [pa.field(c, pa.string()) for c in EVENT_COLUMNS[1:]]
+)
+
+MEMORY_VIEWS = ("hot", "warm", "cold")
+VIEWS = (*MEMORY_VIEWS, "memories", "events")
+# What each name a query may mention makes us refresh.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    **{v: (v,) for v in MEMORY_VIEWS},
+    **{f"_{v}": (v,) for v in MEMORY_VIEWS},
+    "_cold_deleted": ("cold",),
+    "memories": MEMORY_VIEWS,
+    "events": ("events",),
+    "_events": ("events",),
+}
+
+DEFAULT_TIME_LIMIT = 30.0
+DEFAULT_MEMORY_LIMIT = "2GB"
+DEFAULT_THREADS = 2
+_MAX_CONNECTIONS = 8
 
 
 def _select(source: str, dim: int, tier: str, namespace: str | None) -> str:
@@ -44,36 +87,154 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class SqlViews:
-    """A sandboxed DuckDB connection whose views are refreshed per query."""
+class _EventCache:
+    """The events log as Arrow, read incrementally; unparsable lines are skipped."""
 
-    def __init__(self, backends: Backends, dim: int) -> None:
+    def __init__(self, log: EventLog | None) -> None:
+        self._log = log
+        self._offset = 0
+        self._rows: list[dict[str, Any]] = []
+        self._table = EVENTS_SCHEMA.empty_table()
+
+    def table(self) -> pa.Table:
+        if self._log is None:
+            return self._table
+        path = self._log.path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < self._offset:  # replaced or truncated: start over
+            self._offset, self._rows = 0, []
+            self._table = EVENTS_SCHEMA.empty_table()
+        if size == self._offset:
+            return self._table
+        with open(path, "rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(size - self._offset)
+        end = chunk.rfind(b"\n") + 1  # a torn last line waits for its newline
+        if end == 0:
+            return self._table
+        self._offset += end
+        fresh = [r for line in chunk[:end].splitlines() if (r := _event(line)) is not None]
+        if fresh:
+            self._rows.extend(fresh)
+            self._table = pa.Table.from_pylist(self._rows, schema=EVENTS_SCHEMA)
+        return self._table
+
+
+def _event(line: bytes) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(line)
+        row: dict[str, Any] = {
+            c: None if raw.get(c) is None else str(raw[c]) for c in EVENT_COLUMNS
+        }
+        row["at"] = datetime.fromisoformat(raw["at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return row
+
+
+class _Sandbox:
+    """One locked-down DuckDB connection whose readable files are under `root` (or none)."""
+
+    def __init__(self, root: Path | None, memory_limit: str, threads: int) -> None:
+        allowed = [] if root is None else [_literal(str(root))]
+        self.con = duckdb.connect(":memory:")
+        try:
+            # Order matters: temp_directory and allowed_directories cannot be
+            # changed once external access is off; nothing after the lock.
+            for stmt in (
+                "SET temp_directory = ''",
+                f"SET allowed_directories = [{', '.join(allowed)}]",
+                "SET enable_external_access = false",
+                "SET autoinstall_known_extensions = false",
+                "SET autoload_known_extensions = false",
+                "SET allow_community_extensions = false",
+                f"SET threads = {int(threads)}",
+                f"SET memory_limit = {_literal(memory_limit)}",
+                "SET lock_configuration = true",
+            ):
+                self.con.execute(stmt)
+        except duckdb.Error:
+            self.con.close()
+            raise
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class SqlViews:
+    """Sandboxed DuckDB connections whose views are refreshed per query."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        dim: int,
+        *,
+        events: EventLog | None = None,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        if time_limit <= 0:
+            raise ValueError("time_limit must be positive")
         self._b = backends
         self._dim = dim
+        self._events = _EventCache(events)
+        self.time_limit = time_limit
+        self._memory_limit = memory_limit
+        self._threads = threads
         self._lock = threading.Lock()
-        self._con = duckdb.connect(":memory:")
-        root = str(backends.l3.root.resolve())
-        for stmt in (
-            f"SET allowed_directories = [{_literal(root)}]",
-            "SET enable_external_access = false",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET threads = 2",
-            "SET memory_limit = '2GB'",
-            "SET lock_configuration = true",
-        ):
-            self._con.execute(stmt)
+        self._boxes: OrderedDict[str | None, _Sandbox] = OrderedDict()
+        self._empty = schema.schema(dim).empty_table()
+        # get_table_names binds the query, and on a connection that has the views
+        # it reports their base tables instead: ask an empty sandbox.
+        self._parser = _Sandbox(None, "64MB", 1)
+        self._box(None)  # fail at open, not at the first query, if DuckDB refuses a setting
 
-    def _refresh(self, namespace: str | None) -> None:
-        con, dim = self._con, self._dim
-        empty = schema.schema(dim).empty_table()
-        hot = schema.concat(self._b.l1.scan(namespace), dim)
-        warm = schema.concat(self._b.l2.scan(namespace), dim)
-        con.register("_hot", hot)
-        con.register("_warm", warm)
-        files = [str(p) for p in self._b.l3.files(namespace)]
-        con.register("_cold_deleted", self._b.l3.deleted())
+    # -- connections -------------------------------------------------------------------
+
+    def _box(self, namespace: str | None) -> _Sandbox:
+        box = self._boxes.get(namespace)
+        if box is not None:
+            self._boxes.move_to_end(namespace)
+            return box
+        l3 = self._b.l3.root.resolve()
+        root = l3 if namespace is None else l3 / "data" / quote(namespace, safe="")
+        box = _Sandbox(root, self._memory_limit, self._threads)
+        self._boxes[namespace] = box
+        while len(self._boxes) > _MAX_CONNECTIONS:
+            _, old = self._boxes.popitem(last=False)
+            old.close()
+        return box
+
+    def close(self) -> None:
+        with self._lock:
+            for box in self._boxes.values():
+                box.close()
+            self._boxes.clear()
+            self._parser.close()
+
+    # -- views -------------------------------------------------------------------------
+
+    def _refresh(
+        self, con: duckdb.DuckDBPyConnection, namespace: str | None, need: set[str]
+    ) -> None:
+        """(Re)create every view; only those in `need` get data, the rest are empty."""
+        dim, empty = self._dim, self._empty
+        for name, tier_name, tier in (("hot", "l1", self._b.l1), ("warm", "l2", self._b.l2)):
+            data = schema.concat(tier.scan(namespace), dim) if name in need else empty
+            con.register(f"_{name}", data)
+            view = _select(f"_{name}", dim, tier_name, namespace)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {view}")
+        files = [str(p) for p in self._b.l3.files(namespace)] if "cold" in need else []
+        con.register("_cold", empty)  # the same objects whatever the query needs
         if files:
+            dead = self._b.l3.deleted()
+            if namespace is not None:
+                dead = dead.filter(pc.is_in(dead.column("file"), pa.array(files, pa.string())))
+            con.register("_cold_deleted", dead)
             listing = ", ".join(_literal(f) for f in files)
             cold = (
                 f"(SELECT * EXCLUDE (filename) FROM read_parquet([{listing}], filename = true) d "
@@ -81,32 +242,81 @@ class SqlViews:
                 "WHERE x.id = d.id AND x.file = d.filename))"
             )
         else:
-            con.register("_cold_empty", empty)
-            cold = "_cold_empty"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW hot AS {_select('_hot', dim, 'l1', namespace)}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW warm AS {_select('_warm', dim, 'l2', namespace)}")
+            con.register("_cold_deleted", self._b.l3.deleted().slice(0, 0))
+            cold = "_cold"
         con.execute(f"CREATE OR REPLACE TEMP VIEW cold AS {_select(cold, dim, 'l3', namespace)}")
         con.execute(
             "CREATE OR REPLACE TEMP VIEW memories AS "
             "SELECT * FROM hot UNION ALL SELECT * FROM warm UNION ALL SELECT * FROM cold"
         )
+        events = self._events.table() if "events" in need else EVENTS_SCHEMA.empty_table()
+        if namespace is not None and events.num_rows:
+            events = events.filter(pc.equal(events.column("namespace"), namespace))
+        con.register("_events", events)
+        con.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM _events")
 
-    def close(self) -> None:
-        self._con.close()
+    # -- queries -----------------------------------------------------------------------
 
-    def query(self, sql: str, namespace: str | None = None) -> pa.Table:
-        """Run one read-only SELECT; QueryError if refused or failing."""
+    @staticmethod
+    def check(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+        """QueryError unless `sql` parses as exactly one SELECT."""
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(f"cannot parse the query: {exc}") from exc
+        if len(statements) != 1:
+            raise QueryError(f"exactly one statement allowed, got {len(statements)}")
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise QueryError(f"only a read-only SELECT is allowed, got {kind.name}")
+
+    def _needed(self, sql: str) -> set[str]:
+        """The views `sql` reads (a superset: unknown means all)."""
+        try:
+            names: Iterable[str] = self._parser.con.get_table_names(sql)
+        except duckdb.Error:
+            names = _NEEDS  # cannot tell: refresh everything
+        return {v for n in names for v in _NEEDS.get(n.lower(), ())}
+
+    def query(self, sql: str, namespace: str | None = None, *, explain: bool = False) -> pa.Table:
+        """Run one read-only SELECT (or its EXPLAIN); QueryError if refused or failing."""
         with self._lock:
             try:
-                statements = self._con.extract_statements(sql)
+                con = self._box(namespace).con
             except duckdb.Error as exc:
-                raise QueryError(f"cannot parse the query: {exc}") from exc
-            if len(statements) != 1:
-                raise QueryError(f"exactly one statement allowed, got {len(statements)}")
-            if statements[0].type != duckdb.StatementType.SELECT:
-                raise QueryError(f"only SELECT is allowed, got {statements[0].type.name}")
+                raise QueryError(f"cannot open the SQL sandbox: {exc}") from exc
+            self.check(con, sql)
+            need = self._needed(sql)
+            if explain:
+                sql = f"EXPLAIN {sql}"
             try:
-                self._refresh(namespace)
-                return self._con.sql(sql).to_arrow_table()
+                self._refresh(con, namespace, need)
             except duckdb.Error as exc:
-                raise QueryError(f"query failed: {exc}") from exc
+                raise QueryError(f"cannot prepare the views: {exc}") from exc
+            return self._run(con, sql)
+
+    def _run(self, con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+        guard = threading.Lock()
+        state = {"running": True, "fired": False}
+
+        def stop() -> None:
+            with guard:
+                if state["running"]:
+                    state["fired"] = True
+                    con.interrupt()
+
+        timer = threading.Timer(self.time_limit, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            with guard:
+                fired = state["fired"]
+            if fired:
+                raise QueryError(f"query exceeded the time limit of {self.time_limit:g} s") from exc
+            raise QueryError(f"query failed: {exc}") from exc
+        finally:
+            with guard:
+                state["running"] = False
+            timer.cancel()

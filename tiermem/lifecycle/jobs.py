@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
 
+from tiermem import consolidate
 from tiermem.access import HitLog
 from tiermem.backends import Backends
 from tiermem.errors import TierMemError, ValidationError
@@ -45,6 +46,8 @@ class Lifecycle:
     # SIEVE bits / S3-FIFO counters count hits after that (in memory only:
     # after a restart every hit counts again, which only delays eviction).
     passes: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+    # What the consolidate job summarises clusters with (`Engine.summarizer`).
+    summarizer: consolidate.Summarizer = field(default_factory=consolidate.ExtractiveSummarizer)
 
     def _demote_groups(self) -> list[planners.Group]:
         b, dim = self.backends, self.dim
@@ -76,12 +79,21 @@ class Lifecycle:
         if job in ("compact", "checkpoint"):
             return Plan(job=job, now=now, notes=[_MAINTENANCE[job]])
         if job == "consolidate":
-            raise TierMemError("consolidation is not built yet (memory types issue)")
+            cons = consolidate.plan(b, self.policy, now)
+            return Plan(job=job, now=now, actions=cons.actions, notes=cons.notes)
         raise ValidationError(f"unknown job {job!r}; use one of {', '.join(JOBS)}", field="job")
 
     def run(self, job: str, now: datetime, progress: Progress | None = None) -> JobReport:
         """Plan `job`, apply the plan in batches, and report."""
         started = time.perf_counter()
+        if job == "consolidate":  # its own executor: writes memories, then moves (consolidate.py)
+            cons = consolidate.plan(self.backends, self.policy, now)
+            worker = consolidate.Consolidator(
+                self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events
+            )
+            report = worker.run(cons, now)
+            report.seconds = time.perf_counter() - started
+            return report
         plan = self.plan(job, now)
         if job == "checkpoint":
             self.checkpoint()
@@ -104,7 +116,8 @@ class Lifecycle:
         started = time.perf_counter()
         run_id = uuid.uuid4().hex[:12]
         report = JobReport(job=job, run=run_id)
-        log.info("job %s run %s: %d actions", job, run_id, len(actions))
+        fields = {"job": job, "run": run_id}  # correlation id: also in events and spans
+        log.info("job %s run %s: %d actions", job, run_id, len(actions), extra=fields)
         done = 0
         for batch in _batches(actions, self.batch):
             try:
@@ -112,7 +125,7 @@ class Lifecycle:
                 self.events.append(run_id, job, now, batch)
             except TierMemError as exc:
                 report.errors.append(f"{type(exc).__name__}: {exc}")
-                log.error("job %s run %s: batch failed: %s", job, run_id, exc)
+                log.error("job %s run %s: batch failed: %s", job, run_id, exc, extra=fields)
             done += len(batch)
             if progress is not None:
                 progress(done, len(actions))
@@ -124,6 +137,7 @@ class Lifecycle:
             report.moved,
             report.deleted,
             report.seconds,
+            extra=fields,
         )
         return report
 

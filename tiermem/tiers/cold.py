@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tiermem.errors import QueryError, TierMemError, TierUnavailable, ValidationError
+from tiermem.failpoints import failpoint
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import TierName, TierStats
@@ -52,6 +53,7 @@ from tiermem.tiers import manifest as mf
 from tiermem.tiers.base import SCORE
 
 BATCH = 10_000
+COMPACT_FILE_ROWS = 1_000_000  # rows per file written by compact_namespace
 _DEAD = "_tm_l3_dead"  # DuckDB name of the registered Arrow table of deleted pairs
 _IDS = "_tm_l3_ids"  # ... and of the ids a get/locate looks for
 _PAIRS = pa.schema([("id", pa.string()), ("file", pa.string())])
@@ -421,29 +423,57 @@ class ColdTier:
             return count
 
     def compact_namespace(self, namespace: str) -> int:
-        """Rewrite a namespace's live rows into one file, applying deletes; returns rows."""
+        """Rewrite a namespace's live rows into few large files, applying deletes; returns rows.
+
+        Live rows (deletes applied, access stats folded in) are sorted by id
+        and cut into files of at most `COMPACT_FILE_ROWS` rows, each with the
+        tier's row group size. A namespace already in one file with no
+        delete files is left alone.
+
+        Crash ordering: the new files are durable before the manifest commit
+        (failpoint ``compact.written``), which swaps old for new in one
+        rename; the old files are removed after it (``compact.committed``).
+        A crash before the commit leaves the new files as orphans, after it
+        the old ones; the next writable open deletes orphans either way, so
+        the old set or the new set is visible, never both or neither.
+        """
         self._writable()
         with self.connection_lock:
             m = self._manifest
-            old = {f.path for f in m.data if f.namespace == namespace}
-            old |= {d.path for d in m.deletes if d.namespace == namespace}
-            if not old:
+            old_data = [f for f in m.data if f.namespace == namespace]
+            old_dels = [d for d in m.deletes if d.namespace == namespace]
+            if not old_data and not old_dels:
                 return 0
+            if len(old_data) == 1 and not old_dels:
+                return old_data[0].rows  # already compact: nothing to apply or merge
+            old = {f.path for f in old_data} | {d.path for d in old_dels}
             rows = pa.concat_tables([self._schema.empty_table(), *self.scan(namespace)])
-            data = [self._write_data(namespace, rows)] if rows.num_rows else []
+            rows = rows.sort_by("id")
+            data = [
+                self._write_data(namespace, rows.slice(start, COMPACT_FILE_ROWS))
+                for start in range(0, rows.num_rows, COMPACT_FILE_ROWS)
+            ]
+            failpoint("compact.written")
             update = {
                 "data": [f for f in m.data if f.path not in old] + data,
                 "deletes": [d for d in m.deletes if d.path not in old],
             }
-            # Access stats keep their values but must follow rows to the new file.
-            moved = {self._abs(p) for p in old}
-            new_file = self._abs(data[0].path) if data else ""
             self._manifest = mf.commit(self.root, m.model_copy(update=update))
-            self._access.move(moved, new_file)
+            failpoint("compact.committed")
+            # The new files carry the access stats scan() folded in, so the
+            # entries of the old files are dropped, and access.parquet is
+            # rewritten at once: it must not keep ids that were deleted here.
+            moved = {self._abs(p) for p in old}
+            self._access.drop(files=moved)
             for path in moved:
                 self._dead.pop(path, None)
-                Path(path).unlink(missing_ok=True)
             self._register_dead()
+            with _io("compaction cleanup", self._ns_dir(namespace)):
+                for path in moved:
+                    Path(path).unlink(missing_ok=True)
+                if self._ns_dir(namespace).exists():
+                    mf.fsync_dir(self._ns_dir(namespace))
+            self.checkpoint()
             return int(rows.num_rows)
 
     # ---------------------------------------------------------- access stats

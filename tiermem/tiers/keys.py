@@ -39,6 +39,12 @@ class Keys:
         """STRING counter: bumped on every write to the namespace (cache invalidation)."""
         return f"{self.prefix}:{{{ns}}}:ver"
 
+    def dedupe(self, ns: str) -> str:
+        """HASH: sha1 of (kind, normalised text) -> id: the exact-duplicate index of
+        deduplicated kinds (memtypes.py); entries are verified on read, so stale ones
+        (deleted, edited, superseded memories) are harmless and dropped when met."""
+        return f"{self.prefix}:{{{ns}}}:dedupe"
+
     def namespaces(self) -> str:
         """SET: namespaces with data in L1."""
         return f"{self.prefix}:namespaces"

@@ -1,0 +1,276 @@
+"""Consolidation: clustering, idempotence, growth, summarizers, and crashes mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiermem
+from tests.conftest import DIM, OpenStore
+from tiermem.consolidate import CallableSummarizer, ExtractiveSummarizer, span_note
+from tiermem.failpoints import CONSOLIDATE_STEPS
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(v: np.ndarray, eps: float, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    noise -= (noise @ v) * v
+    w = v + eps * noise / np.linalg.norm(noise)
+    return w / np.linalg.norm(w)
+
+
+def add(mem: tiermem.Engine, text: str, vec: np.ndarray, hours_ago: float, **kw: object) -> str:
+    at = mem.clock() - timedelta(hours=hours_ago)
+    return mem.add(text, namespace="c", embedding=vec, created_at=at, **kw).id  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def mem(open_store: OpenStore, clock: FakeClock) -> tiermem.Engine:
+    return open_store(clock=clock)
+
+
+def seed_store(mem: tiermem.Engine) -> dict[str, list[str]]:
+    """Two clusters (4 + 3), a pair (below min_cluster), unrelated and young episodes."""
+    a, b, c = unit(1), unit(2), unit(3)
+    out: dict[str, list[str]] = {"a": [], "b": [], "pair": [], "other": [], "young": []}
+    for i in range(4):
+        out["a"].append(add(mem, f"coffee with Ann at the cafe {i}", near(a, 0.15, 10 + i), 10 - i,
+                            importance=0.2 + 0.1 * i))  # fmt: skip
+    for i in range(3):
+        out["b"].append(add(mem, f"ran 5k in the park {i}", near(b, 0.15, 20 + i), 5 + i))
+    for i in range(2):
+        out["pair"].append(add(mem, f"dentist {i}", near(c, 0.15, 30 + i), 3))
+    for i in range(3):
+        out["other"].append(add(mem, f"unrelated {i}", unit(40 + i), 4))
+    for i in range(2):
+        out["young"].append(add(mem, f"coffee again {i}", near(a, 0.15, 50 + i), 0.1))
+    return out
+
+
+def semantic(mem: tiermem.Engine) -> list[tiermem.Memory]:
+    return sorted(mem.scan(namespace="c", kinds=["semantic"]), key=lambda m: len(m.source_ids))
+
+
+def test_plan_and_run_cluster_exactly_the_old_similar_episodes(mem: tiermem.Engine) -> None:
+    ids = seed_store(mem)
+    plan = mem.plan("consolidate")
+    assert {a.id for a in plan.actions} == set(ids["a"] + ids["b"])
+    assert all(a.action == "merge" and a.dst == "l3" for a in plan.actions)
+    reason = next(a.reason for a in plan.actions if a.id == ids["a"][0])
+    assert reason.startswith("cluster of 4 episodes, min similarity 0.") and ">= 0.85" in reason
+    assert mem.stats().count == 14  # a plan changes nothing
+
+    report = mem.run("consolidate")
+    assert (report.merged, report.moved, report.errors) == (7, 7, [])
+    sb, sa = semantic(mem)
+    assert set(sa.source_ids) == set(ids["a"]) and set(sb.source_ids) == set(ids["b"])
+    assert sa.kind == "semantic" and sa.tier == "l1" and sa.version == 1
+    assert sa.importance == pytest.approx(0.5)  # the max of the sources
+    assert "(from 4 episodes, 2026-02-28)" in sa.text and "coffee with Ann" in sa.text
+    vecs = np.stack([m.embedding for m in mem.get_many(ids["a"]).values()])
+    mean = vecs.mean(axis=0)
+    assert np.allclose(sa.embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    for i in ids["a"] + ids["b"]:
+        m = mem.get(i)
+        assert m.tier == "l3" and m.metadata["consolidated_into"] in (sa.id, sb.id)
+    for i in ids["pair"] + ids["other"] + ids["young"]:
+        m = mem.get(i)
+        assert m.tier == "l1" and "consolidated_into" not in m.metadata
+    events = mem.sql("SELECT count(*) AS n FROM events WHERE job = 'consolidate'").to_pylist()
+    assert events == [{"n": 7}]
+
+
+def test_rerun_is_idempotent(mem: tiermem.Engine) -> None:
+    seed_store(mem)
+    mem.run("consolidate")
+    before = {m.id: m.version for m in mem.scan(namespace="c")}
+    assert mem.plan("consolidate").actions == []
+    report = mem.run("consolidate")
+    assert (report.merged, report.moved) == (0, 0)
+    assert {m.id: m.version for m in mem.scan(namespace="c")} == before
+
+
+def test_new_episodes_grow_the_existing_memory(mem: tiermem.Engine, clock: FakeClock) -> None:
+    ids = seed_store(mem)
+    mem.run("consolidate")
+    _, sa = semantic(mem)
+    clock.now += timedelta(hours=2)  # the young ones are old enough now
+    late = add(mem, "coffee with Ann once more", near(unit(1), 0.15, 60), 1.5)
+    plan = mem.plan("consolidate")
+    assert {a.id for a in plan.actions} == {*ids["young"], late}
+    assert all(f"joins consolidated memory {sa.id}" in a.reason for a in plan.actions)
+    report = mem.run("consolidate")
+    assert report.merged == 3
+    got = mem.get(sa.id)
+    assert got.version == 2 and set(got.source_ids) == {*ids["a"], *ids["young"], late}
+    assert "(from 7 episodes" in got.text
+    assert len(semantic(mem)) == 2  # grown, not a new one
+    assert mem.get(late).metadata["consolidated_into"] == sa.id
+
+
+def test_disabled_policy_and_pinned_episodes(open_store: OpenStore, tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: null\n")
+    off = open_store(policy=str(policy), clock=FakeClock())
+    seed_store(off)
+    plan = off.plan("consolidate")
+    assert plan.actions == [] and "off" in plan.notes[0]
+    off.forget(namespace="c")  # the next store shares the test's Redis prefix
+    off.close()
+    mem = open_store(tmp_path / "other", clock=FakeClock())
+    vs = [add(mem, f"e{i}", near(unit(1), 0.1, 100 + i), 5, pinned=i == 0) for i in range(4)]
+    assert {a.id for a in mem.plan("consolidate").actions} == set(vs[1:])
+
+
+def test_summarizers(mem: tiermem.Engine) -> None:
+    ex = ExtractiveSummarizer(max_chars=60)
+    texts = ["the cat sat on the mat", "the cat sat on a mat", "dogs bark at night"]
+    out = ex.summarize(texts)
+    assert out.startswith("the cat sat on") and "dogs bark at night" in out and len(out) <= 60
+    assert span_note(2, T0, T0 + timedelta(days=3)) == "(from 2 episodes, 2026-03-01 – 2026-03-04)"
+
+    calls: list[list[str]] = []
+
+    def llm(ts: list[str]) -> str:
+        calls.append(ts)
+        return "LLM SUMMARY"
+
+    cs = CallableSummarizer(llm, budget=1)
+    assert cs.summarize(["a"]) == "LLM SUMMARY"
+    assert cs.summarize(["b b", "b b"]) == "b b"  # over budget: extractive
+    cs.start_run()
+    assert cs.summarize(["c"]) == "LLM SUMMARY"
+    broken = CallableSummarizer(lambda ts: 1 / 0)  # type: ignore[arg-type,return-value]
+    assert broken.summarize(["x"]) == "x" and broken.failures == 1
+
+    mem.summarizer = CallableSummarizer(llm, budget=1)
+    seed_store(mem)
+    mem.run("consolidate")
+    texts_made = sorted(m.text for m in semantic(mem))
+    assert sum(t.startswith("LLM SUMMARY (from") for t in texts_made) == 1  # budget of one call
+    assert len(calls) == 3  # two direct calls above, one in the run
+
+
+def test_large_namespace_uses_the_index(
+    mem: tiermem.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tiermem.consolidate as cons
+
+    monkeypatch.setattr(cons, "EXACT_MAX", 10)  # force the usearch path
+    seed_store(mem)
+    report = mem.run("consolidate")
+    assert report.merged == 7 and len(semantic(mem)) == 2
+
+
+# -- crashes -----------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from datetime import UTC, datetime, timedelta
+    import numpy as np, tiermem
+    path, url, prefix, point = sys.argv[1:5]
+    mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
+                       **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
+                          "moves.batch": 2}})
+    def unit(seed, eps=0.0, s2=0):
+        v = np.random.default_rng(seed).standard_normal({dim}).astype(np.float32)
+        v /= np.linalg.norm(v)
+        if eps:
+            n = np.random.default_rng(s2).standard_normal({dim}).astype(np.float32)
+            n -= (n @ v) * v
+            v = v + eps * n / np.linalg.norm(n)
+        return v / np.linalg.norm(v)
+    old = datetime.now(UTC) - timedelta(days=1)
+    ids = []
+    for c in range(3):
+        for i in range(4):
+            m = mem.add(f"cluster {{c}} item {{i}}", namespace="c",
+                        embedding=unit(c, 0.15, 100 * c + i),
+                        created_at=old + timedelta(minutes=10 * c + i))
+            ids.append(m.id)
+    for i in range(3):
+        m = mem.add(f"loner {{i}}", namespace="c", embedding=unit(50 + i), created_at=old)
+        ids.append(m.id)
+    with open(path + "/acked.json", "w") as fh:
+        json.dump(ids, fh)
+    os.environ["TIERMEM_FAILPOINT"] = point
+    mem.run("consolidate")
+    print("finished without crashing", flush=True)
+    """
+).format(dim=DIM)
+
+POINTS = [*CONSOLIDATE_STEPS, "consolidate.written:2", "consolidate.marked:3", "move.copied:2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_during_consolidation_converges(
+    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore, point: str
+) -> None:
+    path = tmp_path / "store"
+    path.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), redis_url, prefix, point],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    acked = json.loads((path / "acked.json").read_text())
+    mem = open_store(path)
+
+    def check() -> tuple[list[tiermem.Memory], list[tiermem.Memory]]:
+        every = list(mem.scan(namespace="c"))
+        eps = [m for m in every if m.kind == "episodic"]
+        sem = [m for m in every if m.kind == "semantic"]
+        assert sorted(m.id for m in eps) == sorted(acked), "episode lost or duplicated"
+        covered = [i for m in sem for i in m.source_ids]
+        assert len(covered) == len(set(covered)), "an episode in two semantic memories"
+        for m in sem:  # never half-made: complete row, a whole cluster of real episodes
+            assert len(m.source_ids) == 4 and set(m.source_ids) <= set(acked)
+            assert "(from 4 episodes" in m.text and abs(np.linalg.norm(m.embedding) - 1) < 1e-4
+        return eps, sem
+
+    check()
+    assert not list((path / "moves").glob("*.json")), "journal not cleared by recovery"
+    report = mem.run("consolidate")
+    assert report.errors == []
+    eps, sem = check()
+    assert len(sem) == 3
+    clusters = sorted(sorted(m.source_ids) for m in sem)
+    assert clusters == sorted(sorted(acked[4 * c : 4 * c + 4]) for c in range(3))
+    by_id = {m.id: m for m in eps}
+    for m in sem:
+        for i in m.source_ids:
+            assert by_id[i].tier == "l3" and by_id[i].metadata["consolidated_into"] == m.id
+    assert all(by_id[i].tier == "l1" for i in acked[12:])
+    again = mem.run("consolidate")  # converged: nothing more to do
+    assert (again.merged, again.moved) == (0, 0) and len(check()[1]) == 3

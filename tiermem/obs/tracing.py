@@ -1,0 +1,58 @@
+"""Tracing: OpenTelemetry spans when the SDK is installed (extra ``otel``), else no-ops.
+
+>>> with span("tiermem.example", job="demote") as sp:
+...     sp.set_attribute("run", "abc123")
+
+Spans are made with the tracer of the ``opentelemetry`` API; without a configured
+`TracerProvider` the API itself hands out non-recording spans, so this costs little.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class Span(Protocol):
+    def set_attribute(self, key: str, value: Any) -> Any: ...
+
+
+class _NoSpan:
+    """What `span` yields without OpenTelemetry."""
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        return None
+
+
+def _tracer() -> Any:
+    try:
+        trace = importlib.import_module("opentelemetry.trace")
+    except ImportError:
+        return None
+    return trace.get_tracer("tiermem")
+
+
+_TRACER = _tracer()
+_NOSPAN = _NoSpan()
+
+
+def enabled() -> bool:
+    """True when spans go to OpenTelemetry."""
+    return _TRACER is not None
+
+
+def _clean(value: Any) -> Any:
+    return value if isinstance(value, str | bool | int | float) else str(value)
+
+
+@contextmanager
+def span(name: str, **attrs: Any) -> Iterator[Span]:
+    """A span named `name` with attributes `attrs` (None values dropped)."""
+    if _TRACER is None:
+        yield _NOSPAN
+        return
+    clean = {k: _clean(v) for k, v in attrs.items() if v is not None}
+    with _TRACER.start_as_current_span(name, attributes=clean) as sp:
+        yield sp
