@@ -246,12 +246,14 @@ def run(quick: bool, workers: int) -> dict[str, Any]:
 
 
 READING = """\
-How to read it: lfu, sieve and s3fifo never age what they count (a snapshot holds
-no hand, no cleared bits, no decremented counters; see their docstrings), so a key
-hit once or thrice long ago outranks a new key with no hit yet. Where most resident
-keys have had a hit, as in chitchat (bursty conversations) at 1%, the new key is
-the victim on every miss and the hit ratio collapses; on Zipf, where many resident
-keys are never hit again, the same rule filters one-hit wonders and beats lru."""
+How to read it: sieve and s3fifo count only the hits since the previous eviction
+pass over the group (`ItemStats.passed_at`, as the engine records it per tier,
+namespace and kind). This batch adaptation clears every visited bit at each pass,
+where real SIEVE clears only the bits its hand sweeps over: with a pass every
+C/100 misses, sieve degenerates to fifo on Zipf, while on bursty chat it matches
+lru. lfu counts lifetime accesses and never ages, so at 1% on chitchat a new key
+is the victim on every miss and its hit ratio collapses; on Zipf the same rule
+filters one-hit wonders and beats lru."""
 
 
 def markdown(report: dict[str, Any]) -> str:
