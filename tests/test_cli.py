@@ -108,9 +108,19 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for step in ("1. added", "2. search", "3. demoted", "5. deep search", "6. SQL", "7. stats"):
+    steps = (
+        "1. added",
+        "2. search",
+        "3. demoted",
+        "5. deep search",
+        "6. SQL",
+        "7. stats",
+        "8. consol",
+    )
+    for step in steps:
         assert step in proc.stdout
     assert "l3" in proc.stdout
+    assert "semantic memory from 5 episodes" in proc.stdout
     pid_file = tmp_path / "demo" / "redis" / "redis.pid"
     assert not pid_file.exists()  # the embedded Redis was stopped
 

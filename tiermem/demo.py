@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +32,44 @@ BOB = [
 ]
 
 
+VISITS = [
+    f"Alice ordered a matcha latte at the Blue Bottle cafe on {day} morning."
+    for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+]
+
+
+def _consolidation(console: Console, mem: tiermem.Engine) -> None:
+    """Old, similar episodes become one semantic memory; the episodes go cold."""
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    mem.add_many(
+        [{"text": t, "created_at": week_ago + timedelta(days=i)} for i, t in enumerate(VISITS)],
+        namespace="user:alice",
+    )
+    q = "SELECT kind, tier, count(*) AS n FROM memories GROUP BY ALL ORDER BY ALL"
+    before = mem.sql(q, namespace="user:alice").to_pylist()
+    report = mem.run("consolidate")
+    after = mem.sql(q, namespace="user:alice").to_pylist()
+    table = Table(
+        "kind",
+        "tier",
+        "before",
+        "after",
+        title="8. consolidate: 5 similar episodes",
+        title_justify="left",
+    )
+    keys = sorted({(r["kind"], r["tier"]) for r in before + after})
+
+    def count(rows: list[dict[str, Any]], key: tuple[str, str]) -> int:
+        return next((r["n"] for r in rows if (r["kind"], r["tier"]) == key), 0)
+
+    for k in keys:
+        table.add_row(k[0], k[1], str(count(before, k)), str(count(after, k)))
+    console.print(table)
+    for m in mem.scan(namespace="user:alice", kinds=["semantic"]):
+        console.print(f"   semantic memory from {len(m.source_ids)} episodes: {m.text!r}")
+    console.print(f"   (merged {report.merged}, moved {report.moved} episodes to L3)")
+
+
 def _hits(console: Console, title: str, hits: list[Hit]) -> None:
     table = Table("score", "tier", "text", title=title, title_justify="left")
     for h in hits:
@@ -38,7 +78,7 @@ def _hits(console: Console, title: str, hits: list[Hit]) -> None:
 
 
 def run_demo(console: Console, keep: Path | None = None) -> None:
-    """Add → search → demote → deep search → SQL, in a temp data dir (or `keep`)."""
+    """Add → search → demote → deep search → SQL → consolidate, in a temp dir (or `keep`)."""
     root = keep or Path(tempfile.mkdtemp(prefix="tiermem-demo-"))
     started = time.perf_counter()
     console.rule("tiermem demo")
@@ -81,6 +121,7 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
             console.print(table)
             s = mem.stats()
             console.print("7. stats: " + ", ".join(f"{t}={s.tiers[t].count}" for t in s.tiers))
+            _consolidation(console, mem)
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
