@@ -162,3 +162,19 @@ def test_worker_runs_jobs_and_stops_on_sigterm(cli) -> None:  # type: ignore[no-
     assert "worker on" in out and "worker stopped" in out, out
     assert "job demote done" in out and "job promote done" in out, out
     assert "Traceback" not in out
+
+
+def test_config_show_and_check(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    shown = json.loads(cli("config", "show").stdout)
+    assert shown["embedding"]["dim"] == DIM and shown["l1"]["url"]  # env overrides applied
+    assert shown["policy"] == "default"
+    assert "ok: config" in cli("config", "check").stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[l2]\nexact_treshold = 5\n")
+    assert "l2.exact_treshold" in cli("config", "check", "--config", str(bad), code=1).stderr
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {idle: soon}\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'policy = "{policy}"\n')
+    err = cli("config", "check", "--config", str(cfg), code=1).stderr
+    assert "kinds.episodic.l1.idle" in err

@@ -348,6 +348,15 @@ def check(
         raise typer.Exit(1)
 
 
+def _register_config() -> None:
+    from tiermem.cli_config import app as config_app
+
+    app.add_typer(config_app, name="config")
+
+
+_register_config()
+
+
 @app.command()
 def demo(
     keep: Annotated[Path | None, typer.Option(help="Keep the demo store in this dir.")] = None,
