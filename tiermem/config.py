@@ -71,8 +71,9 @@ class EmbeddingConfig(_Section):
 
 
 class SearchConfig(_Section):
-    # Also search L3 when hot+warm return fewer than k hits or their best
-    # score is below this (API.md, "Which tiers a search reads").
+    # Also search L3 when hot+warm return fewer than k hits or their k-th
+    # best score is below this (API.md, "Which tiers a search reads"; the
+    # k-th, not the best, keeps default recall near flat: benchmarks/locomo.py).
     deep_below: float = Field(0.5, ge=-1.0, le=1.0)
 
 

@@ -538,7 +538,9 @@ class Engine:
         hot_warm: tuple[TierName, ...] = ("l1", "l2")
         results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in hot_warm]
         hits = retrieval.merge(results)
-        if deep or len(hits) < fetch or hits[0].score < self.config.search.deep_below:
+        # L3 too unless hot+warm already hold k strong hits: the k-th score, not the
+        # best, decides, so a namespace that is mostly cold is not cut off (LoCoMo).
+        if deep or len(hits) < fetch or hits[k - 1].score < self.config.search.deep_below:
             results.append(("l3", tiers["l3"].search(namespace, vec, fetch, flt)))
             hits = retrieval.merge(results)
         if score == "blended":
