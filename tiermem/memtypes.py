@@ -76,7 +76,7 @@ def merged_metadata(
     """Existing keys kept, new ones added, distinct texts in `_variants` (bounded).
 
     >>> merged_metadata({"a": 1}, {"a": 2, "b": 3}, "x", "y")
-    {'b': 3, 'a': 1, '_variants': ['x', 'y']}
+    {'a': 1, 'b': 3, '_variants': ['x', 'y']}
     """
     out = {**{k: v for k, v in new.items() if k != VARIANTS}, **old}
     seen = old.get(VARIANTS)

@@ -1,0 +1,105 @@
+"""The read path of the engine: get, get_many, search, scan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from tiermem import inputs, retrieval, schema
+from tiermem.core import EngineCore
+from tiermem.errors import NotFound, ValidationError
+from tiermem.filters import Filter, parse_where
+from tiermem.model import (
+    TIERS,
+    Hit,
+    Memory,
+    TierName,
+    check_namespace,
+)
+
+
+class Reads(EngineCore):
+    """get, get_many, search (tiers merged, L3 when needed), scan."""
+
+    def get(self, id: str) -> Memory:
+        """One memory by id (counts as an access); raises NotFound."""
+        found = self.get_many([id])
+        if id not in found:
+            raise NotFound(f"no memory with id {id!r}")
+        return found[id]
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, Memory]:
+        """Memories by id (missing ids absent); each counts as an access."""
+        ids = list(ids)
+        out: dict[str, Memory] = {}
+        for tier, table in self._find(ids):
+            out.update((m.id, m) for m in schema.to_memories(table, tier))
+        now = self.clock()
+        out = {k: m for k, m in out.items() if m.expires_at is None or m.expires_at > now}
+        self._misses += len(set(ids)) - len(out)
+        return {m.id: m for m in self._accessed(list(out.values()), now)}
+
+    def search(
+        self,
+        query: str | Sequence[float] | np.ndarray,
+        *,
+        namespace: str,
+        k: int = 10,
+        kinds: Iterable[str] | None = None,
+        where: dict[str, Any] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        deep: bool = False,
+        score: str = "relevance",
+        include_superseded: bool = False,
+    ) -> list[Hit]:
+        """The k memories of `namespace` most similar to `query`, best first."""
+        check_namespace(namespace)
+        inputs.k(k)
+        if score not in ("relevance", "blended"):
+            raise ValidationError("must be 'relevance' or 'blended'", field="score")
+        now = self.clock()
+        flt = Filter(
+            kinds=inputs.kinds(kinds),
+            where=parse_where(where),
+            since=inputs.aware(since, "since"),
+            until=inputs.aware(until, "until"),
+            now=now,
+            include_superseded=include_superseded,
+        )
+        vec = inputs.query_vector(query, self.embedder, self.dim)
+        fetch = k if score == "relevance" else 3 * k
+        tiers = self.backends.tiers
+        hot_warm: tuple[TierName, ...] = ("l1", "l2")
+        results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in hot_warm]
+        hits = retrieval.merge(results)
+        # L3 too unless hot+warm already hold k strong hits: the k-th score, not the
+        # best, decides, so a namespace that is mostly cold is not cut off (LoCoMo).
+        if deep or len(hits) < fetch or hits[k - 1].score < self.config.search.deep_below:
+            results.append(("l3", tiers["l3"].search(namespace, vec, fetch, flt)))
+            hits = retrieval.merge(results)
+        if score == "blended":
+            hits = retrieval.blended(hits, now)
+        hits = hits[:k]
+        fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
+        return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
+
+    def scan(
+        self,
+        namespace: str | None = None,
+        kinds: Iterable[str] | None = None,
+        tiers: Iterable[str] | None = None,
+    ) -> Iterator[Memory]:
+        """Every memory (of a namespace, kinds, tiers); not counted as accesses."""
+        if namespace is not None:
+            check_namespace(namespace)
+        wanted = inputs.kinds(kinds)
+        names = list(TIERS) if tiers is None else [inputs.tier(t) for t in tiers]
+        for name in names:
+            for table in self.backends.tiers[name].scan(namespace):
+                for m in schema.to_memories(table, name):
+                    if wanted is None or m.kind in wanted:
+                        yield m
