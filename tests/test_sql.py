@@ -19,7 +19,7 @@ from tests.conftest import DIM, OpenStore
 from tests.test_engine import FakeClock
 from tiermem.sql import SqlViews
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "sql.md"
+DOCS = Path(__file__).resolve().parent.parent / "ARCHITECTURE.md"  # its SQL appendix
 TS = "TIMESTAMP WITH TIME ZONE"
 MEMORY_TYPES = {
     "id": "VARCHAR",

@@ -11,7 +11,7 @@ Views (memory columns: the Memory fields, ``embedding`` as ``FLOAT[dim]``,
 
 Only the views a query names are refreshed (``SELECT ... FROM cold`` never
 reads Redis); the others are pointed at empty tables. The schema and
-example queries are in ``docs/sql.md``.
+example queries are in ARCHITECTURE.md ("Appendix: SQL reference").
 
 The sandbox (every refusal is a QueryError saying why):
 
