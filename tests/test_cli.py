@@ -178,3 +178,33 @@ def test_config_show_and_check(cli, tmp_path: Path) -> None:  # type: ignore[no-
     cfg.write_text(f'policy = "{policy}"\n')
     err = cli("config", "check", "--config", str(cfg), code=1).stderr
     assert "kinds.episodic.l1.idle" in err
+
+
+def test_worker_reloads_policy_on_sighup(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    policy = tmp_path / "live.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 10}\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'policy = "{policy}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tiermem.cli", "worker", "--config", str(cfg)],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(3)
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {idle: soon}\n")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 20}\n")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "policy reload rejected" in out and "kinds.episodic.l1.idle" in out, out
+    assert "policy reloaded" in out, out
+    assert out.index("policy reload rejected") < out.index("policy reloaded")

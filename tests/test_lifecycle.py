@@ -220,3 +220,17 @@ def test_events_log_survives_a_torn_append(tmp_path: Path) -> None:
         fh.write('{"at": "2026-')  # a crash mid-append
     log.append("r2", "demote", datetime.now(UTC), [act])
     assert [e["run"] for e in log.read()] == ["r1", "r2"]
+
+
+def test_reload_policy_accepts_good_and_rejects_bad(open_store: OpenStore, tmp_path: Path) -> None:
+    path = tmp_path / "live.yaml"
+    path.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 10}\n")
+    mem = open_store(policy=str(path))
+    assert mem.policy.for_kind("episodic").l1.capacity == 10
+    path.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: -3}\n")
+    assert mem.reload_policy() is False
+    assert mem.policy.for_kind("episodic").l1.capacity == 10  # the old rules stay
+    path.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 20}\n")
+    assert mem.reload_policy() is True
+    assert mem.policy.for_kind("episodic").l1.capacity == 20
+    assert mem.lifecycle.policy is mem.policy  # jobs plan with the new rules

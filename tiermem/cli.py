@@ -256,8 +256,9 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
     metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
-    """Run the lifecycle scheduler in the foreground until SIGINT/SIGTERM."""
+    """Run lifecycle jobs in the foreground until SIGINT/SIGTERM; SIGHUP reloads the policy."""
     import logging
+    import signal
 
     from tiermem.config import load_config
     from tiermem.lifecycle.scheduler import install_signal_handlers
@@ -269,6 +270,8 @@ def worker(
             mem.serve_metrics(metrics_port, metrics_addr)
         sched = mem.scheduler(blocking=True)
         install_signal_handlers(sched)
+        # SIGHUP: re-read the policy file; a bad file is rejected, the old rules kept
+        signal.signal(signal.SIGHUP, lambda signum, frame: mem.reload_policy())
         logging.getLogger("tiermem.worker").info(
             "worker on %s: jobs every %s s", mem.path, sched.intervals
         )

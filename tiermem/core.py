@@ -60,7 +60,8 @@ class EngineCore:
         self.path = Path(path).expanduser().resolve()
         self.config = config
         self.read_only = read_only
-        self.policy: Policy = load_policy(policy or config.policy)
+        self.policy_ref = policy or config.policy  # a shipped name or a file path
+        self.policy: Policy = load_policy(self.policy_ref)
         self.clock: Clock = clock or utcnow
         self._mutex = threading.RLock()
         self._hits: Counter[TierName] = Counter()

@@ -10,6 +10,7 @@ lifecycle, transfer, introspection and SQL.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +21,9 @@ import pyarrow as pa
 from tiermem import inputs
 from tiermem.check import CheckReport
 from tiermem.consolidate import Summarizer
-from tiermem.errors import ValidationError
+from tiermem.errors import PolicyError, ValidationError
 from tiermem.lifecycle.jobs import Progress
+from tiermem.lifecycle.policy import load_policy
 from tiermem.lifecycle.scheduler import Scheduler
 from tiermem.model import (
     KINDS,
@@ -35,6 +37,8 @@ from tiermem.model import (
 )
 from tiermem.reads import Reads
 from tiermem.writes import Writes
+
+log = logging.getLogger("tiermem.engine")
 
 
 class Engine(Writes, Reads):
@@ -96,6 +100,22 @@ class Engine(Writes, Reads):
             report = self.lifecycle.run(job, now or self.clock(), progress)
         self._jobs[job] += 1
         return report
+
+    def reload_policy(self) -> bool:
+        """Re-read the policy file; an invalid one is rejected and the old one kept.
+
+        Returns whether the new policy took effect. The scheduler's intervals
+        are fixed when it starts; everything else reads the new rules at once.
+        """
+        try:
+            new = load_policy(self.policy_ref)
+        except PolicyError as exc:
+            log.error("policy reload rejected, keeping %r: %s", self.policy.name, exc)
+            return False
+        with self._mutex:
+            self.policy = self.lifecycle.policy = new
+        log.info("policy reloaded: %r from %s", new.name, new.source)
+        return True
 
     def scheduler(self, *, blocking: bool = False) -> Scheduler:
         """A scheduler running this engine's jobs on the configured intervals."""
