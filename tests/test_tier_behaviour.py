@@ -33,7 +33,8 @@ def tier(
     if request.param == "l1":
         t: Tier = HotTier(redis.Redis.from_url(redis_url), Keys(prefix), DIM, redis_url)
     elif request.param == "l2":
-        t = WarmTier(tmp_path / "l2", DIM, exact_threshold=16)
+        # exact path: this suite compares with numpy exactly; HNSW recall is in test_warm.py
+        t = WarmTier(tmp_path / "l2", DIM, exact_threshold=1_000)
     else:
         t = ColdTier(tmp_path / "l3", DIM)
     yield t
