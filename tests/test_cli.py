@@ -41,6 +41,47 @@ def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped
     return run
 
 
+class Worker:
+    """A `tiermem worker` subprocess whose output is collected by a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tiermem.cli", "worker", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Block until a line containing `text` was printed (signal handlers are set by then)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            assert time.monotonic() < deadline, "".join(self.lines)
+            assert self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
 def test_add_get_search_stats_sql_forget(cli) -> None:  # type: ignore[no-untyped-def]
     id_ = cli(
         "add", "Alice drinks green tea", "--ns", "user:alice", "--meta", "src=chat", "--meta", "n=3"
@@ -143,24 +184,15 @@ def test_plan_and_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
 
 
 def test_worker_runs_jobs_and_stops_on_sigterm(cli) -> None:  # type: ignore[no-untyped-def]
-    import signal
-    import time
-
     cli("add", "x", "--ns", "a")
     env = {**cli.env, "TIERMEM_SCHEDULER__DEMOTE": "0.5", "TIERMEM_SCHEDULER__PROMOTE": "0.5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tiermem.cli", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(4)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    assert "worker on" in out and "worker stopped" in out, out
-    assert "job demote done" in out and "job promote done" in out, out
+    worker = Worker([], env)
+    worker.wait_for("worker on")
+    worker.wait_for("job demote done")
+    worker.wait_for("job promote done")
+    out = worker.stop()
+    assert worker.proc.returncode == 0, out
+    assert "worker stopped" in out, out
     assert "Traceback" not in out
 
 
@@ -182,29 +214,19 @@ def test_config_show_and_check(cli, tmp_path: Path) -> None:  # type: ignore[no-
 
 def test_worker_reloads_policy_on_sighup(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import signal
-    import time
 
     policy = tmp_path / "live.yaml"
     policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 10}\n")
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'policy = "{policy}"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tiermem.cli", "worker", "--config", str(cfg)],
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(3)
+    worker = Worker(["--config", str(cfg)], cli.env)
+    worker.wait_for("worker on")
     policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {idle: soon}\n")
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(1.5)
+    worker.proc.send_signal(signal.SIGHUP)
+    worker.wait_for("policy reload rejected")
     policy.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 20}\n")
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    assert "policy reload rejected" in out and "kinds.episodic.l1.idle" in out, out
-    assert "policy reloaded" in out, out
-    assert out.index("policy reload rejected") < out.index("policy reloaded")
+    worker.proc.send_signal(signal.SIGHUP)
+    worker.wait_for("policy reloaded")
+    out = worker.stop()
+    assert worker.proc.returncode == 0, out
+    assert "kinds.episodic.l1.idle" in out, out
