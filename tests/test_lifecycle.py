@@ -106,9 +106,11 @@ def test_promote_after_hits_in_window(mem: tiermem.Engine, clock: FakeClock) -> 
     plan = mem.plan("promote")
     assert [(a.src, a.dst) for a in plan.actions] == [("l3", "l2")]
     mem.run("promote")
-    assert mem.get(m.id).tier == "l2"
+    assert tiers(mem)[m.id] == "l2"  # scan: not an access
     clock.advance(minutes=5)
     mem.get(m.id)
+    mem.get(m.id)
+    assert mem.plan("promote").actions == []  # the promotion spent the earlier hits
     mem.get(m.id)
     mem.run("promote")
     assert mem.get(m.id).tier == "l1"

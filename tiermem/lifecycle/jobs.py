@@ -23,7 +23,7 @@ from tiermem.errors import TierMemError, ValidationError
 from tiermem.events import EventLog
 from tiermem.lifecycle import planners, snapshot
 from tiermem.lifecycle.policy import Policy
-from tiermem.model import KINDS, Action, JobReport, Plan
+from tiermem.model import KINDS, TIERS, Action, JobReport, Plan
 from tiermem.moves import Mover
 
 JOBS = ("demote", "promote", "expire", "consolidate", "compact", "checkpoint")
@@ -147,6 +147,10 @@ class Lifecycle:
         if first.action == "move":
             assert first.dst is not None
             report.moved += self.mover.move(first.src, first.dst, ids)
+            if TIERS.index(first.dst) < TIERS.index(first.src):
+                # a promotion spends the hits that earned it: the next tier up
+                # needs a new window of hits, not the same ones counted again
+                self.hits.drop(ids)
         elif first.action == "delete":
             report.deleted += self.backends.tiers[first.src].delete(ids)
             self.hits.drop(ids)
