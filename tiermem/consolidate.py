@@ -55,12 +55,10 @@ its new memory is demoted.)
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +71,23 @@ from tiermem.failpoints import failpoint
 from tiermem.lifecycle.policy import ConsolidateRules, Policy
 from tiermem.model import KINDS, TIERS, Action, JobReport, Memory, MemoryIn, TierName
 from tiermem.moves import Mover, winner
+from tiermem.summarize import (
+    CallableSummarizer,
+    ExtractiveSummarizer,
+    Summarizer,
+    cut_text,
+    span_note,
+)
 
+__all__ = [
+    "CallableSummarizer",
+    "Consolidation",
+    "Consolidator",
+    "ExtractiveSummarizer",
+    "Summarizer",
+    "plan",
+    "span_note",
+]
 log = logging.getLogger("tiermem.consolidate")
 
 NEIGHBOURS = 32  # neighbours looked at per candidate when clustering
@@ -81,105 +95,6 @@ EXACT_MAX = 4_096  # up to this many candidates: exact numpy; above: usearch HNS
 CHUNK = 1_024  # rows per matrix product
 MAX_SUMMARY_CHARS = 4_000  # any summarizer's output is cut to this
 CONSOLIDATED_INTO = "consolidated_into"
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-# -- summarizers -----------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Summarizer(Protocol):
-    """Turns the texts of a cluster (oldest first) into one text."""
-
-    def summarize(self, texts: list[str]) -> str: ...
-
-
-class ExtractiveSummarizer:
-    """The most central text (medoid by word overlap), then the most distinct others,
-    joined with "; " up to `max_chars`. Needs no model.
-
-    >>> ExtractiveSummarizer().summarize(["tea at noon", "green tea at noon", "tea at noon"])
-    'tea at noon; green tea at noon'
-    """
-
-    def __init__(self, max_chars: int = 400, max_texts: int = 200, redundant: float = 0.8) -> None:
-        self.max_chars = max_chars
-        self.max_texts = max_texts  # larger clusters are sampled evenly (cost O(max_texts²))
-        self.redundant = redundant  # a text this similar (Jaccard) to a chosen one is skipped
-
-    def summarize(self, texts: list[str]) -> str:
-        distinct: dict[str, str] = {}
-        for t in texts:
-            distinct.setdefault(" ".join(t.lower().split()), " ".join(t.split()))
-        cands = list(distinct.values())
-        if len(cands) > self.max_texts:
-            step = len(cands) / self.max_texts
-            cands = [cands[int(i * step)] for i in range(self.max_texts)]
-        if not cands:
-            return ""
-        words = [set(_WORD.findall(c.lower())) for c in cands]
-        sim = np.array([[_jaccard(a, b) for b in words] for a in words])
-        chosen = [int(np.argmax(sim.sum(axis=1)))]
-        out = _cut(cands[chosen[0]], self.max_chars)
-        while len(chosen) < len(cands):
-            closest = sim[:, chosen].max(axis=1)
-            closest[chosen] = np.inf
-            best = int(np.argmin(closest))
-            if closest[best] >= self.redundant or len(out) + 2 + len(cands[best]) > self.max_chars:
-                break
-            chosen.append(best)
-            out += "; " + cands[best]
-        return out
-
-
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def _cut(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
-
-
-class CallableSummarizer:
-    """Any callable ``fn(texts) -> str`` (an LLM client) as a Summarizer, with at most
-    `budget` calls per consolidation run; beyond it, or when `fn` fails or returns
-    nothing, the `fallback` (extractive) summarises instead."""
-
-    def __init__(
-        self,
-        fn: Callable[[list[str]], str],
-        budget: int | None = None,
-        fallback: Summarizer | None = None,
-    ) -> None:
-        self.fn = fn
-        self.budget = budget
-        self.fallback = fallback or ExtractiveSummarizer()
-        self.calls = 0  # calls made in the current run
-        self.failures = 0
-
-    def start_run(self) -> None:
-        """Reset the per-run budget (the consolidate job calls this)."""
-        self.calls = 0
-
-    def summarize(self, texts: list[str]) -> str:
-        if self.budget is not None and self.calls >= self.budget:
-            return self.fallback.summarize(texts)
-        self.calls += 1
-        try:
-            out = self.fn(texts)
-        except Exception as exc:  # a remote model can fail in any way: fall back, don't stop
-            self.failures += 1
-            log.warning("summarizer failed (%s); using the extractive fallback", exc)
-            return self.fallback.summarize(texts)
-        if not isinstance(out, str) or not out.strip():
-            return self.fallback.summarize(texts)
-        return out.strip()
-
-
-def span_note(n: int, first: datetime, last: datetime) -> str:
-    """ "(from 5 episodes, 2024-03-01 – 2024-03-09)" (one date when both agree)."""
-    a, b = first.date().isoformat(), last.date().isoformat()
-    return f"(from {n} episodes, {a})" if a == b else f"(from {n} episodes, {a} – {b})"
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -490,7 +405,7 @@ class Consolidator:
 
     def _summary(self, sources: Sequence[Memory]) -> str:
         texts = [m.text for m in sources]
-        body = _cut(self.summarizer.summarize(texts).strip(), MAX_SUMMARY_CHARS)
+        body = cut_text(self.summarizer.summarize(texts).strip(), MAX_SUMMARY_CHARS)
         note = span_note(len(sources), sources[0].created_at, sources[-1].created_at)
         return f"{body} {note}" if body else note
 
