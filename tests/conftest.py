@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -126,3 +127,32 @@ def open_store(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[OpenStor
 @pytest.fixture
 def store(open_store: OpenStore) -> tiermem.Engine:
     return open_store()
+
+
+class Cli:
+    """Runs `python -m tiermem.cli` on a test store; checks the exit code and that no
+    traceback was printed. `env` is the environment it runs with."""
+
+    def __init__(self, path: Path, redis_url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.env = {
+            **os.environ,
+            "TIERMEM_PATH": str(path),
+            "TIERMEM_L1__URL": redis_url,
+            "TIERMEM_L1__PREFIX": prefix,
+            "TIERMEM_EMBEDDING__DIM": str(DIM),
+            "TIERMEM_EMBEDDING__MODEL": "hashing",
+            "COLUMNS": "200",
+        }
+
+    def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tiermem.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc

@@ -4,9 +4,6 @@ second check is clean. Plus the CLI's exit codes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +14,7 @@ import pytest
 import redis
 
 import tiermem
-from tests.conftest import DIM, OpenStore
+from tests.conftest import Cli, OpenStore
 from tiermem.check import CheckReport
 
 
@@ -166,27 +163,10 @@ def test_read_only_store_cannot_fix(store: tiermem.Engine, open_store: OpenStore
 
 
 def test_cli_exit_codes(tmp_path: Path, redis_url: str, prefix: str) -> None:
-    env = {
-        **os.environ,
-        "TIERMEM_PATH": str(tmp_path / "store"),
-        "TIERMEM_L1__URL": redis_url,
-        "TIERMEM_L1__PREFIX": prefix,
-        "TIERMEM_EMBEDDING__DIM": str(DIM),
-        "TIERMEM_EMBEDDING__MODEL": "hashing",
-        "COLUMNS": "200",
-    }
+    cli = Cli(tmp_path / "store", redis_url, prefix)
 
     def run(*args: str, code: int = 0) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tiermem.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-        assert "Traceback" not in proc.stderr
-        return proc.stdout
+        return cli(*args, code=code).stdout
 
     run("add", "hello", "--ns", "n")
     assert "0 problems" in run("check")

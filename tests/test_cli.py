@@ -10,35 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIM
+from tests.conftest import DIM, Cli
 
 
 @pytest.fixture
-def cli(tmp_path: Path, redis_url: str, prefix: str):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "TIERMEM_PATH": str(tmp_path / "store"),
-        "TIERMEM_L1__URL": redis_url,
-        "TIERMEM_L1__PREFIX": prefix,
-        "TIERMEM_EMBEDDING__DIM": str(DIM),
-        "TIERMEM_EMBEDDING__MODEL": "hashing",
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tiermem.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return proc
-
-    run.env = env  # type: ignore[attr-defined]
-    return run
+def cli(tmp_path: Path, redis_url: str, prefix: str) -> Cli:
+    return Cli(tmp_path / "store", redis_url, prefix)
 
 
 class Worker:

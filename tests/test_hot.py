@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,19 +27,13 @@ NO_RETRY = Retry(NoBackoff(), 0)
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 @pytest.fixture
-def keys(client: redis.Redis) -> Iterator[Keys]:
-    k = Keys(f"tmtest:{uuid.uuid4().hex}")
-    yield k
-    stale = list(client.scan_iter(match=k.pattern(), count=1000))
-    if stale:
-        client.delete(*stale)
+def keys(prefix: str) -> Keys:
+    return Keys(prefix)  # the conftest `prefix` fixture deletes its keys afterwards
 
 
 @pytest.fixture

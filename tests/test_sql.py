@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import tiermem
-from tests.conftest import DIM, OpenStore
+from tests.conftest import DIM, Cli, OpenStore
 from tests.test_engine import FakeClock
 from tiermem.sql import SqlViews
 
@@ -440,9 +440,7 @@ def test_time_limit_interrupts_a_runaway_query(store: tiermem.Engine) -> None:
 
 
 def test_cli_sql_formats_explain_and_refusal(tmp_path: Path, redis_url: str, prefix: str) -> None:
-    from tests.test_cli import cli as make_cli
-
-    run = make_cli.__wrapped__(tmp_path, redis_url, prefix)  # type: ignore[attr-defined]
+    run = Cli(tmp_path / "store", redis_url, prefix)
     run("add", "hello", "--ns", "a")
     out = run("sql", "SELECT namespace, tier FROM memories", "--format", "json").stdout
     assert json.loads(out) == [{"namespace": "a", "tier": "l1"}]

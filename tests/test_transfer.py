@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ import pytest
 import redis
 
 import tiermem
-from tests.conftest import DIM, OpenStore, drop_prefix
+from tests.conftest import DIM, Cli, OpenStore, drop_prefix
 from tiermem import schema
 from tiermem.errors import ValidationError
 from tiermem.model import Memory
@@ -263,31 +260,8 @@ def test_pure_pyarrow_parquet_with_defaults(fresh: OpenStore, tmp_path: Path) ->
 # -- CLI -----------------------------------------------------------------------------
 
 
-def _cli(tmp: Path, redis_url: str, name: str) -> Any:
-    env = {
-        **os.environ,
-        "TIERMEM_PATH": str(tmp / name),
-        "TIERMEM_L1__URL": redis_url,
-        "TIERMEM_L1__PREFIX": f"tmtest:{uuid.uuid4().hex[:12]}",
-        "TIERMEM_EMBEDDING__DIM": str(DIM),
-        "TIERMEM_EMBEDDING__MODEL": "hashing",
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tiermem.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return proc
-
-    run.prefix = env["TIERMEM_L1__PREFIX"]  # type: ignore[attr-defined]
-    return run
+def _cli(tmp: Path, redis_url: str, name: str) -> Cli:
+    return Cli(tmp / name, redis_url, f"tmtest:{uuid.uuid4().hex[:12]}")
 
 
 def test_cli_round_trip(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> None:
