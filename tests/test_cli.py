@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,26 @@ def test_worker_reloads_policy_on_sighup(cli, tmp_path: Path) -> None:  # type: 
     out = worker.stop()
     assert worker.proc.returncode == 0, out
     assert "kinds.episodic.l1.idle" in out, out
+
+
+def test_worker_reloads_an_edited_policy_file_without_a_signal(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy = tmp_path / "live.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {every: 1h}\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'policy = "{policy}"\n')
+    worker = Worker(["--config", str(cfg)], {**cli.env, "TIERMEM_SCHEDULER__POLICY_WATCH": "0.2"})
+    worker.wait_for("worker on")
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {every: often}\n")
+    worker.wait_for("policy reload rejected")
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {every: 2s}\n")
+    worker.wait_for("job consolidate: rescheduled, every 2s")
+    start = next(i for i, line in enumerate(worker.lines) if "rescheduled" in line)
+    deadline = time.monotonic() + 30  # a run on the new interval, not in the old hour
+    while not any("job consolidate done" in line for line in worker.lines[start:]):
+        assert time.monotonic() < deadline, "".join(worker.lines)
+        time.sleep(0.05)
+    out = worker.stop()
+    assert worker.proc.returncode == 0, out
+    assert out.count("policy reload rejected") == 1, out  # polled many times, logged once
+    assert "kinds.episodic.consolidate.every" in out and "policy reloaded" in out, out
+    assert "Traceback" not in out, out

@@ -5,7 +5,9 @@ names the code exports. (No Docker engine here: structure only.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from pydantic import BaseModel
 
 import tiermem
 from tests.conftest import OpenStore
-from tiermem.config import Config
+from tiermem.config import Config, SchedulerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -155,6 +157,16 @@ def test_dockerfile() -> None:
     assert "--metrics-port" in text and "9108" in text
     for src in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / src).exists(), src
+
+
+def test_default_toml_documents_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.startswith("TIERMEM_")]:
+        monkeypatch.delenv(var)
+    path = CONFIGS / "default.toml"
+    assert tiermem.load_config(path) == tiermem.load_config(None)
+    with path.open("rb") as fh:
+        scheduler = tomllib.load(fh)["scheduler"]
+    assert set(scheduler) == set(SchedulerConfig.model_fields)  # every key, documented
 
 
 # -- Prometheus -----------------------------------------------------------------------------

@@ -256,9 +256,9 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
     metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
-    """Run lifecycle jobs in the foreground until SIGINT/SIGTERM; SIGHUP reloads the policy."""
+    """Run lifecycle jobs in the foreground until SIGINT/SIGTERM. The policy is reloaded
+    on SIGHUP and, for a policy file, when the file changes (scheduler.policy_watch)."""
     import logging
-    import signal
 
     from tiermem.config import load_config
     from tiermem.lifecycle.scheduler import install_signal_handlers
@@ -269,11 +269,11 @@ def worker(
         if metrics_port is not None:
             mem.serve_metrics(metrics_port, metrics_addr)
         sched = mem.scheduler(blocking=True)
+        # SIGHUP (and, for a policy file, an edit to it) re-reads the policy: a bad
+        # file is rejected and the old rules kept
         install_signal_handlers(sched)
-        # SIGHUP: re-read the policy file; a bad file is rejected, the old rules kept
-        signal.signal(signal.SIGHUP, lambda signum, frame: mem.reload_policy())
         logging.getLogger("tiermem.worker").info(
-            "worker on %s: jobs every %s s", mem.path, sched.intervals
+            "worker on %s: jobs every %s s; policy %s", mem.path, sched.intervals, mem.policy.source
         )
         sched.start()  # returns after a clean shutdown
     logging.getLogger("tiermem.worker").info("worker stopped")

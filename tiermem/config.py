@@ -88,6 +88,9 @@ class SchedulerConfig(_Section):
     # 0: every policy's shortest `consolidate.every`; a number overrides it
     consolidate: float = Field(0, ge=0)
     lease: float = Field(30, gt=0)  # cross-process job lock lease (renewed by a heartbeat)
+    # Seconds between checks of the policy file (a path, not a shipped name) for
+    # edits, in each process running a scheduler; 0: reload only on SIGHUP.
+    policy_watch: float = Field(2.0, ge=0)
 
     def intervals(self) -> dict[str, float]:
         return {

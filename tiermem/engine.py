@@ -23,8 +23,9 @@ from tiermem.check import CheckReport
 from tiermem.consolidate import Summarizer
 from tiermem.errors import PolicyError, ValidationError
 from tiermem.lifecycle.jobs import Progress
-from tiermem.lifecycle.policy import load_policy
+from tiermem.lifecycle.policy import Policy, load_policy
 from tiermem.lifecycle.scheduler import Scheduler
+from tiermem.lifecycle.watch import PolicyWatcher, policy_file
 from tiermem.model import (
     KINDS,
     TIERS,
@@ -36,6 +37,7 @@ from tiermem.model import (
     check_namespace,
 )
 from tiermem.reads import Reads
+from tiermem.resources import resolve_policy
 from tiermem.writes import Writes
 
 log = logging.getLogger("tiermem.engine")
@@ -104,34 +106,60 @@ class Engine(Writes, Reads):
     def reload_policy(self) -> bool:
         """Re-read the policy file; an invalid one is rejected and the old one kept.
 
-        Returns whether the new policy took effect. The scheduler's intervals
-        are fixed when it starts; everything else reads the new rules at once.
+        Returns whether the new policy took effect. Everything reads the new
+        rules at once; a running `start_scheduler` gets intervals derived from
+        the policy (``consolidate.every``) rescheduled. A worker's scheduler
+        also notices edits itself (``scheduler.policy_watch``; see `scheduler`).
         """
         try:
             new = load_policy(self.policy_ref)
         except PolicyError as exc:
             log.error("policy reload rejected, keeping %r: %s", self.policy.name, exc)
             return False
-        with self._mutex:
-            self.policy = self.lifecycle.policy = new
-        log.info("policy reloaded: %r from %s", new.name, new.source)
+        self._adopt_policy(new, self._scheduler)
         return True
 
-    def scheduler(self, *, blocking: bool = False) -> Scheduler:
-        """A scheduler running this engine's jobs on the configured intervals."""
+    def _adopt_policy(self, new: Policy, scheduler: Scheduler | None) -> None:
+        with self._mutex:  # never mid-job: a run plans with one set of rules
+            self.policy = self.lifecycle.policy = new
+        log.info("policy reloaded: %r from %s", new.name, new.source)
+        if scheduler is not None:
+            scheduler.reschedule(self.job_intervals())
+
+    def job_intervals(self) -> dict[str, float]:
+        """Seconds between runs of each job (0: off): the ``[scheduler]`` config, with
+        consolidate from the policy's shortest ``consolidate.every`` unless set there."""
         cfg = self.config.scheduler
         intervals = cfg.intervals()
         every = [r.consolidate.every for k in KINDS if (r := self.policy.for_kind(k)).consolidate]
         intervals["consolidate"] = cfg.consolidate or (min(every).total_seconds() if every else 0.0)
-        return Scheduler(
+        return intervals
+
+    def scheduler(self, *, blocking: bool = False) -> Scheduler:
+        """A scheduler running this engine's jobs on `job_intervals`.
+
+        Its ``reload`` (SIGHUP to `tiermem worker`) re-reads the policy file; if
+        the policy is a file path (not a shipped name) and ``scheduler.policy_watch``
+        is on, it also polls that file. A valid new policy replaces the old one
+        and changed job intervals are rescheduled (see `tiermem.lifecycle.watch`).
+        """
+        sched = Scheduler(
             self.run,
-            intervals,
+            self.job_intervals(),
             self.backends.l1.client,
             self.backends.l1.keys,
             clock=self.clock,
-            lease=cfg.lease,
+            lease=self.config.scheduler.lease,
             blocking=blocking,
         )
+        path = policy_file(self.policy_ref)
+        watcher = PolicyWatcher(
+            path or resolve_policy(self.policy_ref), lambda new: self._adopt_policy(new, sched)
+        )
+        sched.reload = watcher.reload
+        if path is not None and self.config.scheduler.policy_watch:
+            sched.every("policy-watch", self.config.scheduler.policy_watch, watcher.poll)
+        return sched
 
     def start_scheduler(self) -> None:
         """Run lifecycle jobs in the background (APScheduler) until `stop_scheduler`."""

@@ -15,6 +15,11 @@ Jobs are idempotent, so a period skipped (latch claimed by a run that then
 found the lock busy, a misfire, a crash) is simply caught up by the next one.
 Redis leases are real time; the period index and logged durations read the
 injected clock; APScheduler itself runs on wall time.
+
+`Scheduler.reschedule` applies new intervals to a running scheduler (the
+engine calls it when a policy reload changes one, e.g. ``consolidate.every``);
+`Scheduler.every` adds per-process tasks with no latch or lock (the policy
+file watch: every worker must notice an edit, not just one).
 """
 
 from __future__ import annotations
@@ -22,16 +27,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import signal
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 import redis
@@ -46,149 +47,21 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from tiermem.errors import LockedError, TierUnavailable
+from tiermem.errors import TierUnavailable
 from tiermem.ids import Clock, utcnow
+from tiermem.lifecycle.joblock import JobLock, JobLockTaken, claim_period, period_index
 from tiermem.tiers.keys import Keys
 
+__all__ = [
+    "JobLock",
+    "JobLockTaken",
+    "Scheduler",
+    "claim_period",
+    "install_signal_handlers",
+    "period_index",
+]
+
 log = logging.getLogger(__name__)
-
-# Renew / release only while the key still holds our token (never someone else's lease).
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-class JobLockTaken(LockedError):
-    """`JobLock` used as a context manager while another process holds the job."""
-
-
-def period_index(now: datetime, interval: float) -> int:
-    """The job period ``now`` falls in: ``floor(epoch seconds / interval)``."""
-    return math.floor(now.timestamp() / interval)
-
-
-def claim_period(client: redis.Redis, keys: Keys, job: str, period: int, interval: float) -> bool:
-    """Claim ``job``'s ``period`` once across all workers; True for the first claimer only."""
-    ttl_ms = max(1000, math.ceil(2 * interval * 1000))
-    return bool(
-        client.set(
-            keys.job_latch(job, period), f"{socket.gethostname()}:{os.getpid()}", nx=True, px=ttl_ms
-        )
-    )
-
-
-class JobLock:
-    """A Redis lease on one job name, renewed by a heartbeat thread while held.
-
-    ``acquire()`` is SET NX PX; every ``lease/3`` s the heartbeat PEXPIREs the
-    key if it still holds our token. If a renewal finds the key gone or
-    someone else's (or Redis stays unreachable for a whole lease), `lost`
-    turns True: a long job should check it and stop early. ``with lock:``
-    raises `JobLockTaken` if the lock is held elsewhere.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        job: str,
-        *,
-        lease: float = 30.0,
-        heartbeat: float | None = None,
-    ) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be > 0 seconds")
-        self.job = job
-        self.key = keys.job_lock(job)
-        self.lease = lease
-        self.heartbeat = heartbeat if heartbeat is not None else lease / 3
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        self._client = client
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._held = False
-        self._lost = False
-
-    @property
-    def lease_ms(self) -> int:
-        return max(1, round(self.lease * 1000))
-
-    @property
-    def held(self) -> bool:
-        """True between a successful `acquire()` and `release()` (even if since lost)."""
-        return self._held
-
-    @property
-    def lost(self) -> bool:
-        """True once a heartbeat failed to renew: another process may hold the job now."""
-        return self._lost
-
-    def acquire(self) -> bool:
-        """Take the lock without waiting; True if we now hold it."""
-        if self._held:
-            return not self._lost
-        if not self._client.set(self.key, self.token, nx=True, px=self.lease_ms):
-            return False
-        self._held, self._lost = True, False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(self._stop,), name=f"tiermem-lock-{self.job}", daemon=True
-        )
-        self._thread.start()
-        return True
-
-    def _beat(self, stop: threading.Event) -> None:
-        last_ok = time.monotonic()
-        while not stop.wait(self.heartbeat):
-            try:
-                renewed = self._renew(keys=[self.key], args=[self.token, self.lease_ms])
-            except redis.RedisError as exc:
-                if time.monotonic() - last_ok < self.lease:
-                    log.warning("job %s: lock heartbeat failed, retrying: %s", self.job, exc)
-                    continue
-                renewed = 0
-            if not renewed:
-                self._lost = True
-                log.warning("job %s: lock lost (lease expired or taken over)", self.job)
-                return
-            last_ok = time.monotonic()
-
-    def release(self) -> bool:
-        """Stop the heartbeat and delete the key if it is still ours; True if deleted.
-
-        Never raises on Redis errors (the lease then simply expires).
-        """
-        if not self._held:
-            return False
-        self._held = False
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
-        try:
-            return bool(self._release(keys=[self.key], args=[self.token]))
-        except redis.RedisError as exc:
-            log.warning(
-                "job %s: lock release failed (expires in <= %.1fs): %s", self.job, self.lease, exc
-            )
-            return False
-
-    def __enter__(self) -> JobLock:
-        if not self.acquire():
-            raise JobLockTaken(f"lifecycle job {self.job!r} is running in another process")
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 class _AlignedInterval(IntervalTrigger):  # type: ignore[misc]
@@ -203,6 +76,21 @@ class _AlignedInterval(IntervalTrigger):  # type: ignore[misc]
             now = max(now, previous + timedelta(microseconds=1))
         result: datetime | None = super().get_next_fire_time(None, now)
         return result
+
+
+def _enabled(intervals: Mapping[str, float | None]) -> dict[str, float]:
+    """The enabled jobs' intervals as floats; ValueError on a negative one."""
+    out = {job: float(s) for job, s in intervals.items() if s}
+    if any(s < 0 for s in out.values()):
+        raise ValueError(f"job intervals must be >= 0 seconds: {dict(intervals)}")
+    return out
+
+
+def _aligned(secs: float, now: datetime) -> _AlignedInterval:
+    """Every ``secs`` on the period grid, each run a little (10%, at most 1 s) after a
+    boundary, so small clock differences between hosts do not straddle periods."""
+    anchor = math.floor(now.timestamp() / secs) * secs + min(0.1 * secs, 1.0)
+    return _AlignedInterval(seconds=secs, start_date=datetime.fromtimestamp(anchor, UTC))
 
 
 class Scheduler:
@@ -225,9 +113,11 @@ class Scheduler:
         blocking: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.intervals = {job: float(s) for job, s in intervals.items() if s}
-        if any(s < 0 for s in self.intervals.values()):
-            raise ValueError(f"job intervals must be >= 0 seconds: {dict(intervals)}")
+        self.intervals = _enabled(intervals)
+        self._local: dict[str, tuple[float, Callable[[], Any]]] = {}
+        # What a reload request (SIGHUP, see install_signal_handlers) runs; the
+        # engine sets it to re-read the policy.
+        self.reload: Callable[[], Any] | None = None
         self._run_job = run_job
         self._client = client
         self._keys = keys
@@ -242,6 +132,7 @@ class Scheduler:
         self._stopped = threading.Event()  # stop() finished: jobs drained, locks released
         self._start_thread: int | None = None
         self._stop_lock = threading.RLock()
+        self._resched_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -303,7 +194,7 @@ class Scheduler:
 
     def _fire(self, job: str) -> None:
         """The APScheduler callback: never raises, so the scheduler stays alive."""
-        if self._stopping:
+        if self._stopping or job not in self.intervals:  # disabled by a reschedule meanwhile
             return
         try:
             claim = self._claim(job)
@@ -322,6 +213,80 @@ class Scheduler:
         else:
             self.log.debug("job %s: still running here; this firing skipped", event.job_id)
 
+    def _add_job(
+        self, aps: BackgroundScheduler | BlockingScheduler, job: str, secs: float, now: datetime
+    ) -> None:
+        aps.add_job(
+            self._fire,
+            trigger=_aligned(secs, now),
+            args=(job,),
+            id=job,
+            name=f"tiermem:{job}",
+            # Missed runs (process suspended, clock jump) collapse into one run.
+            coalesce=True,
+            # A run still going when the next is due makes that firing skip: never overlap.
+            max_instances=1,
+            # A firing later than half an interval is dropped (EVENT_JOB_MISSED) rather
+            # than run late: it would then land in, and claim, the next period, and the
+            # next on-time firing picks the work up anyway. APScheduler 3 wants whole
+            # seconds, so short intervals get 1 s.
+            misfire_grace_time=max(1, int(secs / 2)),
+            # First run soon after start; jitter spreads workers started together.
+            next_run_time=now + timedelta(seconds=random.uniform(0.05, min(1.0, secs / 10))),
+        )
+
+    def every(self, name: str, seconds: float, fn: Callable[[], Any]) -> None:
+        """Also call ``fn()`` every ``seconds`` in this process, with no latch or lock
+        (housekeeping every worker does, such as watching the policy file). Call
+        before `start()`; ``fn``'s exceptions are logged, never raised."""
+        if seconds <= 0:
+            raise ValueError(f"{name}: seconds must be > 0, got {seconds}")
+        if self._aps is not None:
+            raise RuntimeError("add tasks with every() before start()")
+        self._local[name] = (float(seconds), fn)
+
+    def _fire_local(self, name: str, fn: Callable[[], Any]) -> None:
+        if self._stopping:
+            return
+        try:
+            fn()
+        except Exception:
+            self.log.exception("%s failed; tried again in %.3gs", name, self._local[name][0])
+
+    def reschedule(self, intervals: Mapping[str, float | None]) -> dict[str, float]:
+        """Replace the job intervals (as given to the constructor); returns the jobs
+        whose interval changed -> new seconds (0: now disabled).
+
+        On a running scheduler a changed job moves to its new period grid (its
+        next run at the next boundary), a newly enabled one starts soon, a
+        disabled one is removed; a run in progress finishes under its old period.
+        """
+        new = _enabled(intervals)
+        # Not _stop_lock: a shutdown holding it waits for running tasks, and this may be one.
+        with self._resched_lock:
+            old, self.intervals = self.intervals, new
+            changed = {
+                j: new.get(j, 0.0) for j in old.keys() | new.keys() if old.get(j) != new.get(j)
+            }
+            aps, now = self._aps, datetime.now(UTC)
+            if aps is None or self._stopping:  # not started: start() reads self.intervals
+                return changed
+            for job, secs in sorted(changed.items()):
+                if not secs:
+                    aps.remove_job(job)
+                elif job not in old:
+                    self._add_job(aps, job, secs, now)
+                else:
+                    trigger = _aligned(secs, now)
+                    aps.modify_job(
+                        job,
+                        trigger=trigger,
+                        next_run_time=trigger.get_next_fire_time(None, now),
+                        misfire_grace_time=max(1, int(secs / 2)),
+                    )
+                self.log.info("job %s: rescheduled, every %gs (0: off)", job, secs)
+        return changed
+
     def start(self) -> None:
         """Schedule every enabled job and start; with ``blocking=True``, return after `stop()`."""
         if self._aps is not None:
@@ -332,31 +297,21 @@ class Scheduler:
         aps.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         aps.add_listener(lambda _: self._started.set(), EVENT_SCHEDULER_STARTED)
         now = datetime.now(UTC)
-        for job, secs in self.intervals.items():
-            # Later runs land a little (10%, at most 1 s) after each period boundary,
-            # so small clock differences between hosts do not straddle periods.
-            anchor = math.floor(now.timestamp() / secs) * secs + min(0.1 * secs, 1.0)
-            aps.add_job(
-                self._fire,
-                trigger=_AlignedInterval(
-                    seconds=secs, start_date=datetime.fromtimestamp(anchor, UTC)
-                ),
-                args=(job,),
-                id=job,
-                name=f"tiermem:{job}",
-                # Missed runs (process suspended, clock jump) collapse into one run.
-                coalesce=True,
-                # A run still going when the next is due makes that firing skip: never overlap.
-                max_instances=1,
-                # A firing later than half an interval is dropped (EVENT_JOB_MISSED) rather
-                # than run late: it would then land in, and claim, the next period, and the
-                # next on-time firing picks the work up anyway. APScheduler 3 wants whole
-                # seconds, so short intervals get 1 s.
-                misfire_grace_time=max(1, int(secs / 2)),
-                # First run soon after start; jitter spreads workers started together.
-                next_run_time=now + timedelta(seconds=random.uniform(0.05, min(1.0, secs / 10))),
-            )
-        self._aps = aps
+        with self._resched_lock:  # a reschedule (SIGHUP) meanwhile sees all jobs or none
+            for job, secs in self.intervals.items():
+                self._add_job(aps, job, secs, now)
+            for name, (secs, fn) in self._local.items():
+                aps.add_job(
+                    self._fire_local,
+                    trigger=IntervalTrigger(seconds=secs, start_date=now + timedelta(seconds=secs)),
+                    args=(name, fn),
+                    id=f"local:{name}",
+                    name=f"tiermem:{name}",
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=max(1, int(secs)),
+                )
+            self._aps = aps
         self._start_thread = threading.get_ident()
         if self._stopping:  # stopped (by a signal?) before we got going
             self._started.set()
@@ -398,7 +353,8 @@ class Scheduler:
 def install_signal_handlers(scheduler: Scheduler) -> None:
     """SIGINT/SIGTERM -> `scheduler.stop()`: the running job finishes, its lock is
     released, and a blocking `start()` returns. A second signal gets the previous
-    handler (e.g. Ctrl-C twice forces exit). Call from the main thread.
+    handler (e.g. Ctrl-C twice forces exit). If ``scheduler.reload`` is set, SIGHUP
+    runs it on a thread of its own. Call from the main thread.
     """
     previous: dict[int, Any] = {}
 
@@ -410,3 +366,11 @@ def install_signal_handlers(scheduler: Scheduler) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handle)
+    reload = scheduler.reload
+    if reload is not None:
+        # Handlers run on the thread blocked in APScheduler's loop; a reload takes the
+        # engine's lock and reschedules jobs, so it must not run inside that loop.
+        signal.signal(
+            signal.SIGHUP,
+            lambda signum, frame: threading.Thread(target=reload, name="tiermem-reload").start(),
+        )
