@@ -42,8 +42,9 @@ medians). Rates are memories/s from the median batch time. Latencies are
 per-query p50/p99 in ms. A ratio > 1 for latency means tiermem is slower.
 BLAS is pinned to one thread unless OPENBLAS_NUM_THREADS is set (see below).
 
-    python -m benchmarks.core --quick          # CI smoke: N 5,000, 20 ns, 100 queries
-    python -m benchmarks.core                  # N 100,000, 100 ns, 500 queries
+    python -m benchmarks run ingest search --quick   # CI smoke: N 5,000, 20 ns, 100 queries
+    python -m benchmarks run ingest search           # N 100,000, 100 ns, 500 queries
+    python -m benchmarks.core [--quick] [--set KEY=VALUE]   # standalone, one JSON
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ VOCAB = (
     "token model prompt reply calendar email friday monday lunch travel flight hotel"
 )
 WORDS = VOCAB.split()
+# The last run's data, queries, per-query latencies and results (the peers suite
+# reuses them: same data, same queries, same process).
+LAST: dict[str, Any] = {}
 GIT_RUN: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "timeout": 10}
 
 
@@ -232,6 +236,8 @@ def bench_ingest(mem: tiermem.Engine, client: redis.Redis, raw_prefix: str, data
         "limit_per_s": BATCH / float(np.median(raw_s)),
         "tiermem_total_s": float(sum(tm_s)),
         "limit_total_s": float(sum(raw_s)),
+        "tiermem_batch_ms_p10_p50_p90": [float(x) * 1e3 for x in np.percentile(tm_s, [10, 50, 90])],
+        "limit_batch_ms_p10_p50_p90": [float(x) * 1e3 for x in np.percentile(raw_s, [10, 50, 90])],
         "ids": ids,
     }
 
@@ -245,7 +251,11 @@ def bench_move(mem: tiermem.Engine, ids: list[str]) -> dict:
         if moved != len(chunk):
             raise SystemExit(f"mover moved {moved} of {len(chunk)}")
         secs.append(dt)
-    return {"per_s": BATCH / float(np.median(secs)), "total_s": float(sum(secs))}
+    return {
+        "per_s": BATCH / float(np.median(secs)),
+        "total_s": float(sum(secs)),
+        "batch_ms_p10_p50_p90": [float(x) * 1e3 for x in np.percentile(secs, [10, 50, 90])],
+    }
 
 
 # -- search --------------------------------------------------------------------------
@@ -367,6 +377,7 @@ def bench_search(mem: tiermem.Engine, data: Data, ids: list[str], n_q: int, seed
     row_of = {id_: i for i, id_ in enumerate(ids)}
     queries, q_ns = make_queries(data, n_q, np.random.default_rng(seed + 1))
     res = run_queries(Searchers(mem, data, row_of, parts, indexes), queries, q_ns)
+    LAST.update(data=data, queries=queries, q_ns=q_ns, parts=parts, **res)
     return {**search_figures(res), "usearch_build_s": build_s}
 
 
@@ -491,7 +502,7 @@ def open_store(
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     """All three measurements on one data set; Redis keys and temp dir cleaned up."""
     data = make_data(args.n, args.namespaces, args.dim, np.random.default_rng(args.seed))
     client = redis.Redis.from_url(REDIS_URL)
@@ -519,8 +530,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
+    """The suite (ingest + move + search on one data set): the report, not written."""
+    return report_for(parse_args(["--quick"] if quick else []))
+
+
+def report_for(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     report = {
         "benchmark": "core",
@@ -536,10 +551,16 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "git": git_state(),
         "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
-        **run(args),
+        **measure(args),
     }
     report["wall_s"] = time.perf_counter() - t0
     print(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = report_for(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")

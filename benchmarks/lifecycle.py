@@ -16,6 +16,7 @@ Limits measured in the same run, on the same rows:
 The ratio is tiermem / limit (memories per second); a move also reads the
 source and deletes from it, so the limit is an upper bound, not a target.
 
+    python -m benchmarks run lifecycle [--quick]     # N 100,000 (quick: 2,000)
     python -m benchmarks.lifecycle [--quick] [--n 100000]
 """
 
@@ -101,7 +102,7 @@ def limit_l3(table: pa.Table, root: Path) -> float:
     return time.perf_counter() - started
 
 
-def run(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
+def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tm-bench-life-"))
     prefix = f"bench-life:{uuid.uuid4().hex[:8]}"
     policy = tmp / "policy.yaml"
@@ -160,6 +161,12 @@ def run(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
     }
 
 
+def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
+    """The suite: N 100,000 over 100 namespaces (quick: 2,000), 384-d; not written."""
+    n = 2_000 if quick else 100_000
+    return measure(n, min(100, n), 384, "redis://127.0.0.1:6379/0")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2,000 memories (CI smoke)")
@@ -169,7 +176,7 @@ def main() -> None:
     ap.add_argument("--url", default="redis://127.0.0.1:6379/0")
     args = ap.parse_args()
     n = 2_000 if args.quick else args.n
-    res = run(n, min(args.namespaces, n), args.dim, args.url)
+    res = measure(n, min(args.namespaces, n), args.dim, args.url)
     print(f"| move | tiermem memories/s | limit memories/s | ratio |  (N={n})")
     print("|---|---:|---:|---:|")
     for key, label in (("l1_to_l2", "L1 -> L2"), ("l2_to_l3", "L2 -> L3")):

@@ -48,8 +48,9 @@ For b the report also says, per missed evidence turn, which tier held it
 (or its consolidated memory) and how many searches consulted L3 (computed
 exactly from the hot+warm vectors against ``search.deep_below``).
 
-    python -m benchmarks.locomo                 # full: 7 conversations
-    python -m benchmarks.locomo --quick         # 1 conversation, 50 questions (CI smoke)
+    python -m benchmarks run quality            # full: 7 conversations
+    python -m benchmarks run quality --quick    # 1 conversation, 50 questions
+    python -m benchmarks.locomo [--quick] [--data FILE]   # standalone
 """
 
 from __future__ import annotations
@@ -510,20 +511,15 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--quick", action="store_true", help="1 conversation, 50 questions")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-    if not args.data.exists():
-        print(f"locomo: skipped, data file {args.data} not found (see benchmarks/locomo.py)")
-        return 0
-    raw = args.data.read_bytes()
+def run(quick: bool, out: Path | None = None, data: Path = DEFAULT_DATA) -> dict[str, Any]:
+    """The quality suite; writes locomo.md into `out` on full runs. FileNotFoundError: no data."""
+    if not data.exists():
+        raise FileNotFoundError(f"data file {data} not found (see benchmarks/locomo.py)")
+    raw = data.read_bytes()
     data_sha = hashlib.sha256(raw).hexdigest()
-    convs = load(args.data)
+    convs = load(data)
     no_ev = sum(c.no_evidence for c in convs)
-    if args.quick:
+    if quick:
         convs = convs[:1]
         convs[0].questions = convs[0].questions[:50]
     t0 = time.perf_counter()
@@ -536,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     where = info.pop("where")
     summary = summarise(convs, per, where)
     rows = summary["rows"]
-    cmd = "python -m benchmarks.locomo" + (" --quick" if args.quick else "")
-    if args.data != DEFAULT_DATA:
-        cmd += f" --data {args.data}"
+    cmd = "python -m benchmarks run quality" + (" --quick" if quick else "")
+    if data != DEFAULT_DATA:
+        cmd = f"python -m benchmarks.locomo{' --quick' if quick else ''} --data {data}"
     res = {
         "command": cmd,
         "data_sha256": data_sha,
@@ -547,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "conversations": len(convs),
         "turns": sum(len(c.turns) for c in convs),
         "questions": sum(len(c.questions) for c in convs),
-        "no_evidence": 0 if args.quick else no_ev,
+        "no_evidence": 0 if quick else no_ev,
         "summary": summary,
         "ratio_tiered_flat": rows["1-4"]["tiered"] / rows["1-4"]["flat"],
         "ratio_deep_flat": rows["1-4"]["deep"] / rows["1-4"]["flat"],
@@ -560,10 +556,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     md = markdown(res)
     print(md)
+    if not quick and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "locomo.md").write_text(md)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--quick", action="store_true", help="1 conversation, 50 questions")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    try:
+        res = run(args.quick, None if args.quick else args.out, args.data)
+    except FileNotFoundError as e:
+        print(f"locomo: skipped, {e}")
+        return 0
     if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "locomo.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-        (args.out / "locomo.md").write_text(md)
     return 0
 
 
