@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from tiermem.filters import Filter, parse_where
 from tiermem.ids import to_us
 from tiermem.tiers.base import SCORE
 from tiermem.tiers.hot import HotTier
+from tiermem.tiers.hot_cache import CacheMode
 from tiermem.tiers.keys import Keys
 
 # redis-py's default client retries with backoff for seconds before failing
@@ -177,20 +180,81 @@ def test_search_respects_filters(tier: HotTier) -> None:
     assert tier.search("a", q, 100, everything).num_rows == n
 
 
+def _top_id(tier: HotTier, q: np.ndarray) -> str | None:
+    got = tier.search("a", q, 1, Filter()).column("id").to_pylist()
+    return got[0] if got else None
+
+
+def _eventually(check: Callable[[], bool], within: float = 2.0) -> bool:
+    """True once `check()` holds, polling until `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+@pytest.mark.parametrize("cache", ["validate", "tracking"])
 def test_search_cache_sees_other_instances_writes(
-    client: redis.Redis, keys: Keys, tier: HotTier, redis_url: str
+    client: redis.Redis, keys: Keys, tier: HotTier, redis_url: str, cache: CacheMode
 ) -> None:
-    other = HotTier(redis.Redis.from_url(redis_url), keys, DIM, redis_url)
+    """`validate` sees another process's write at once; `tracking` once Redis's push lands."""
+    other = HotTier(redis.Redis.from_url(redis_url), keys, DIM, redis_url, cache=cache)
+    seen: Callable[[Callable[[], bool]], bool] = (
+        (lambda check: check()) if cache == "validate" else _eventually
+    )
     t = make_table("a", 10)
     tier.put(t)
     q = sch.vectors(t)[3]
-    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() == "a-0-3"
+    assert seen(lambda: _top_id(other, q) == "a-0-3")
     tier.delete(["a-0-3"])
-    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() != "a-0-3"
+    assert seen(lambda: _top_id(other, q) != "a-0-3")
     tier.put(make_table("a", 1, id=["fresh"], embedding=q.reshape(1, -1)))
-    assert other.search("a", q, 1, Filter()).column("id")[0].as_py() == "fresh"
+    assert seen(lambda: _top_id(other, q) == "fresh")
     tier.forget("a")
-    assert other.search("a", q, 5, Filter()).num_rows == 0
+    assert seen(lambda: _top_id(other, q) is None)
+    other.close()
+
+
+def test_tracking_makes_no_round_trip_while_nothing_changes(
+    client: redis.Redis, keys: Keys, redis_url: str
+) -> None:
+    """Repeated searches of an unchanged namespace issue no Redis command at all."""
+    tier = HotTier(redis.Redis.from_url(redis_url), keys, DIM, redis_url, cache="tracking")
+    t = make_table("a", 10)
+    tier.put(t)
+    q = sch.vectors(t)[3]
+    assert _top_id(tier, q) == "a-0-3"
+    before = _commands_processed(client)
+    for _ in range(50):
+        assert _top_id(tier, q) == "a-0-3"
+    # the INFO calls themselves count; other tests' traffic may add a little
+    assert _commands_processed(client) - before < 25
+    tier.put(make_table("a", 1, id=["fresh"], embedding=q.reshape(1, -1)))
+    assert _top_id(tier, q) == "fresh"  # own writes: seen at once
+    tier.close()
+
+
+def _commands_processed(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def test_tracking_falls_back_to_validating_when_its_listener_dies(
+    client: redis.Redis, keys: Keys, tier: HotTier, redis_url: str
+) -> None:
+    other = HotTier(redis.Redis.from_url(redis_url), keys, DIM, redis_url, cache="tracking")
+    t = make_table("a", 10)
+    tier.put(t)
+    q = sch.vectors(t)[3]
+    assert _top_id(other, q) == "a-0-3"
+    tracker = other._search._tracker
+    assert tracker is not None
+    client.client_kill_filter(_id=tracker.listener_id)
+    assert _eventually(lambda: not tracker.healthy)
+    tier.put(make_table("a", 1, id=["fresh"], embedding=q.reshape(1, -1)))
+    assert _top_id(other, q) == "fresh"  # validated by GET, at once
+    assert other._search._tracker is None
     other.close()
 
 

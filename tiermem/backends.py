@@ -88,7 +88,8 @@ def open_backends(path: Path, cfg: Config, fmt: StoreFormat, read_only: bool) ->
     try:
         client = connect(url, cfg)
         dim = fmt.dim
-        l1 = HotTier(client, Keys(cfg.l1.prefix or f"tm:{fmt.store_id}"), dim, url)
+        keys = Keys(cfg.l1.prefix or f"tm:{fmt.store_id}")
+        l1 = HotTier(client, keys, dim, url, cache=cfg.l1.cache)
         l2 = WarmTier(
             path / "l2",
             dim,
@@ -104,6 +105,7 @@ def open_backends(path: Path, cfg: Config, fmt: StoreFormat, read_only: bool) ->
             dim,
             zstd_level=cfg.l3.zstd_level,
             row_group_size=cfg.l3.row_group_size,
+            vector_precision=cfg.l3.vector_precision,
             read_only=read_only,
         )
     except BaseException:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +38,7 @@ from tiermem.model import (
 )
 from tiermem.moves import Mover
 from tiermem.obs.metrics import EngineMetrics
+from tiermem.retrieval import Candidate
 from tiermem.sql import SqlViews
 
 if TYPE_CHECKING:
@@ -179,15 +180,21 @@ class EngineCore:
         raise NotFound(f"no memory with id {id!r}")
 
     def _accessed(self, memories: list[Memory], now: datetime) -> list[Memory]:
-        """Record one access of each memory; returns them with updated stats.
+        """Record one access of each memory; returns them with updated stats."""
+        self._record_access(memories, now)
+        return [
+            m.model_copy(update={"last_accessed_at": now, "access_count": m.access_count + 1})
+            for m in memories
+        ]
+
+    def _record_access(self, found: Sequence[Memory | Candidate], now: datetime) -> None:
+        """Record one access of each memory (or search candidate) in its tier.
 
         L1 accesses go to Redis (shared, so read-only processes count too);
         L2/L3 state belongs to the writer, so only the writer records those.
         """
-        if not memories:
-            return memories
         by_tier: dict[TierName, list[str]] = {}
-        for m in memories:
+        for m in found:
             by_tier.setdefault(m.tier, []).append(m.id)
         for tier, ids in by_tier.items():
             self._hits[tier] += len(ids)
@@ -196,10 +203,6 @@ class EngineCore:
             self.backends.tiers[tier].touch(ids, now)
             if tier != "l1":
                 self.hits.record(ids, to_us(now))
-        return [
-            m.model_copy(update={"last_accessed_at": now, "access_count": m.access_count + 1})
-            for m in memories
-        ]
 
     def stop_scheduler(self) -> None:
         """Stop background jobs, waiting for a running one to finish."""

@@ -75,15 +75,16 @@ class Reads(EngineCore):
         tiers = self.backends.tiers
         hot_warm: tuple[TierName, ...] = ("l1", "l2")
         results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in hot_warm]
-        hits = retrieval.merge(results)
+        found = retrieval.rank(results)
         # L3 too unless hot+warm already hold k strong hits: the k-th score, not the
         # best, decides, so a namespace that is mostly cold is not cut off (LoCoMo).
-        if deep or len(hits) < fetch or hits[k - 1].score < self.config.search.deep_below:
+        if deep or len(found) < fetch or found[k - 1].score < self.config.search.deep_below:
             results.append(("l3", tiers["l3"].search(namespace, vec, fetch, flt)))
-            hits = retrieval.merge(results)
-        if score == "blended":
-            hits = retrieval.blended(hits, now)
-        hits = hits[:k]
+            found = retrieval.rank(results)
+        if score == "relevance":
+            self._record_access(found[:k], now)
+            return retrieval.hits(found[:k], accessed_at=now)
+        hits = retrieval.blended(retrieval.hits(found), now)[:k]
         fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
         return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
 

@@ -1,7 +1,7 @@
 """Merging per-tier search results: duplicates, scores, ranking.
 
-Each tier returns its own top-k with a cosine `_score`. Merging keeps one
-hit per id (the copy `moves.winner` picks: newest version, then hottest
+Each tier returns its own top-k with a cosine `_score`. Ranking keeps one
+candidate per id (the copy `moves.winner` picks: newest version, then hottest
 tier, so a memory caught mid-move is returned once) and ranks by score.
 
 `score="blended"` re-ranks like Generative Agents (Park et al., 2023):
@@ -11,7 +11,8 @@ importance, weighted and summed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -27,19 +28,52 @@ RECENCY_DECAY_PER_HOUR = 0.995
 BLEND_WEIGHTS = {"relevance": 0.6, "recency": 0.2, "importance": 0.2}
 
 
-def merge(results: Iterable[tuple[TierName, pa.Table]]) -> list[Hit]:
-    """One hit per id across tiers, best score first."""
-    best: dict[str, Hit] = {}
+@dataclass(frozen=True)
+class Candidate:
+    """One tier's copy of a search result: a row of that tier's result table."""
+
+    id: str
+    score: float
+    tier: TierName
+    version: int
+    table: pa.Table
+    row: int
+
+
+def rank(results: Iterable[tuple[TierName, pa.Table]]) -> list[Candidate]:
+    """One candidate per id across tiers, best score first.
+
+    Works on the ids, versions and scores only, so Memory objects are built
+    for the k results returned (`hits`), not for every tier's top-k.
+    """
+    best: dict[str, Candidate] = {}
     for tier, table in results:
-        scores = table.column(SCORE).to_pylist()
-        for mem, score in zip(schema.to_memories(table, tier), scores, strict=True):
-            prev = best.get(mem.id)
-            if prev is not None:
-                keep = winner((prev.tier, prev.memory.version), (tier, mem.version))
-                if keep == (prev.tier, prev.memory.version):
-                    continue
-            best[mem.id] = Hit(memory=mem, score=float(score), tier=tier)
-    return sorted(best.values(), key=lambda h: h.score, reverse=True)
+        cols = (table.column(c).to_pylist() for c in ("id", "version", SCORE))
+        for row, (id_, version, score) in enumerate(zip(*cols, strict=True)):
+            prev = best.get(id_)
+            if prev is None or winner((prev.tier, prev.version), (tier, version)) != (
+                (prev.tier, prev.version)
+            ):
+                best[id_] = Candidate(id_, float(score), tier, version, table, row)
+    return sorted(best.values(), key=lambda c: c.score, reverse=True)
+
+
+def hits(candidates: Sequence[Candidate], accessed_at: datetime | None = None) -> list[Hit]:
+    """The candidates as Hits, in order (see `schema.to_memories` for `accessed_at`)."""
+    by_table: dict[int, list[int]] = {}
+    for i, c in enumerate(candidates):
+        by_table.setdefault(id(c.table), []).append(i)
+    out: list[Hit | None] = [None] * len(candidates)
+    for positions in by_table.values():
+        first = candidates[positions[0]]
+        rows = [candidates[i].row for i in positions]
+        table = first.table.drop_columns([SCORE])
+        if rows != list(range(table.num_rows)):  # tiers return rows best first: often all
+            table = table.take(pa.array(rows, pa.int64()))
+        memories = schema.to_memories(table, first.tier, accessed_at=accessed_at)
+        for i, mem in zip(positions, memories, strict=True):
+            out[i] = Hit(memory=mem, score=candidates[i].score, tier=candidates[i].tier)
+    return [h for h in out if h is not None]
 
 
 def blended(hits: list[Hit], now: datetime) -> list[Hit]:

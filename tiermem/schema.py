@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tiermem.ids import from_us
 from tiermem.model import Memory, TierName
 
 TS = pa.timestamp("us", tz="UTC")
@@ -54,6 +55,9 @@ def schema(dim: int) -> pa.Schema:
 
 
 COLUMNS: tuple[str, ...] = tuple(schema(1).names)
+_TIMES = tuple(n for n in COLUMNS if schema(1).field(n).type == TS)
+_PLAIN = tuple(n for n in COLUMNS if n not in _TIMES and n != "embedding")
+_FIELDS = tuple(Memory.model_fields)  # the order Memory's own constructor gives
 
 
 def dump_metadata(meta: dict[str, Any]) -> str:
@@ -103,19 +107,44 @@ def from_memories(dim: int, memories: Sequence[Memory]) -> pa.Table:
     return from_columns(dim, cols)
 
 
-def to_memories(table: pa.Table, tier: TierName) -> list[Memory]:
-    """Rows of a table as Memory objects, all marked with `tier`."""
+def to_memories(
+    table: pa.Table, tier: TierName, *, accessed_at: datetime | None = None
+) -> list[Memory]:
+    """Rows of a table as Memory objects, all marked with `tier`.
+
+    With `accessed_at`, each memory comes back with that access recorded
+    (last_accessed_at set, access_count + 1), as reads return them.
+    """
     if table.num_rows == 0:
         return []
     mat = vectors(table)
-    names = [n for n in COLUMNS if n != "embedding"]
-    cols = {n: table.column(n).to_pylist() for n in names}
+    cols = {n: table.column(n).to_pylist() for n in _PLAIN}
+    for n in _TIMES:
+        cols[n] = _datetimes(table.column(n))
     cols["metadata"] = [json.loads(x) for x in cols["metadata"]]
-    out = []
-    for i in range(table.num_rows):
-        fields = {n: cols[n][i] for n in names}
-        out.append(Memory.model_construct(**fields, embedding=mat[i].copy(), tier=tier))
-    return out
+    if accessed_at is not None:
+        cols["last_accessed_at"] = [accessed_at] * table.num_rows
+        cols["access_count"] = [c + 1 for c in cols["access_count"]]
+    cols["embedding"] = list(mat.copy())  # one copy; rows are views into it
+    cols["tier"] = [tier] * table.num_rows
+    ordered = [cols[n] for n in _FIELDS]
+    return [
+        Memory.trusted(dict(zip(_FIELDS, values, strict=True)))
+        for values in zip(*ordered, strict=True)
+    ]
+
+
+def _datetimes(col: pa.ChunkedArray) -> list[datetime | None]:
+    """A timestamp column as aware datetimes (None for nulls).
+
+    Arrow's own tz-aware conversion costs ~4 µs a value; going through
+    int64 microseconds costs ~0.3 µs, which matters on every search.
+    """
+    us = col.to_numpy().astype(np.int64).tolist()
+    if col.null_count == 0:
+        return [from_us(x) for x in us]
+    valid = col.is_valid().to_pylist()
+    return [from_us(x) if ok else None for x, ok in zip(us, valid, strict=True)]
 
 
 def concat(tables: Iterable[pa.Table], dim: int) -> pa.Table:

@@ -22,7 +22,6 @@ import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -36,7 +35,7 @@ from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import KINDS, TierName, TierStats
-from tiermem.tiers.base import SCORE
+from tiermem.tiers.hot_cache import CacheMode, SearchCache
 from tiermem.tiers.keys import Keys
 
 BATCH = 1000  # records per MULTI/EXEC or pipelined read
@@ -96,16 +95,6 @@ def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
 
     return wrapper
-
-
-@dataclass
-class _Cached:
-    """One namespace as of `version`: its rows, vectors and vector norms."""
-
-    version: bytes | None
-    table: pa.Table
-    matrix: np.ndarray
-    norms: np.ndarray
 
 
 def _str(value: Any) -> str:
@@ -172,12 +161,19 @@ class HotTier:
 
     name: TierName = "l1"
 
-    def __init__(self, client: redis.Redis, keys: Keys, dim: int, url: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        dim: int,
+        url: str,
+        cache: CacheMode = "tracking",
+    ) -> None:
         self.client = client
         self.keys = keys
         self.dim = dim
         self.url = url
-        self._cache: dict[str, _Cached] = {}
+        self._search = SearchCache(client, keys, self._load, cache)
         self._touch = client.register_script(_TOUCH_LUA)
 
     # -- writes ---------------------------------------------------------------
@@ -225,6 +221,7 @@ class HotTier:
             pipe.sadd(self.keys.namespaces(), ns)
             pipe.incr(self.keys.version(ns))
         pipe.execute()
+        self._search.changed(recency)
 
     @_guarded
     def delete(self, ids: Sequence[str]) -> int:
@@ -243,6 +240,7 @@ class HotTier:
                 self._unindex(pipe, ns, members)
             # each namespace queued 1 + UNINDEX_COMMANDS, the first its DEL (count removed)
             removed += sum(pipe.execute()[:: 1 + UNINDEX_COMMANDS])
+            self._search.changed(by_ns)
         return removed
 
     def _unindex(self, pipe: Any, ns: str, members: Sequence[str]) -> None:
@@ -274,7 +272,8 @@ class HotTier:
         pipe.srem(self.keys.namespaces(), namespace)
         pipe.incr(self.keys.version(namespace))
         pipe.execute()
-        self._cache.pop(namespace, None)
+        self._search.changed([namespace])
+        self._search.drop(namespace)
         return removed
 
     @_guarded
@@ -410,40 +409,12 @@ class HotTier:
 
     @_guarded
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
-        """Exact top-k cosine over `namespace` (cached, revalidated by its version)."""
-        cached = self._cached(namespace)
-        idx = np.flatnonzero(flt.mask(cached.table))
-        k = min(max(k, 0), len(idx))
-        if k == 0:
-            empty = cached.table.slice(0, 0)
-            return empty.append_column(SCORE, pa.array([], pa.float64()))
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        denom = cached.norms[idx] * float(np.linalg.norm(q))
-        dots = (cached.matrix[idx] @ q).astype(np.float64)
-        scores = np.divide(dots, denom, out=np.zeros(len(idx)), where=denom > 0)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        rows = cached.table.take(pa.array(idx[top]))
-        return rows.append_column(SCORE, pa.array(scores[top], pa.float64()))
+        """Exact top-k cosine over `namespace` (see `hot_cache` for how copies stay current)."""
+        return self._search.search(namespace, vector, k, flt)
 
-    def _cached(self, namespace: str) -> _Cached:
-        """The namespace's cache entry, reloaded when its version moved.
-
-        The version is read before the rows, so a write racing the reload
-        leaves a newer cache under an older version: reloaded again next time,
-        never stale.
-        """
-        version: Any = self.client.get(self.keys.version(namespace))
-        hit = self._cache.get(namespace)
-        if hit is not None and hit.version == version:
-            return hit
-        table = self._fetch([(i, namespace) for i in self.ids(namespace)])
-        matrix = np.ascontiguousarray(sch.vectors(table), dtype=np.float32)
-        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        entry = _Cached(version, table, matrix, norms)
-        self._cache[namespace] = entry
-        return entry
+    def _load(self, namespace: str) -> pa.Table:
+        return self._fetch([(i, namespace) for i in self.ids(namespace)])
 
     def close(self) -> None:
-        """Drop the search caches (the client belongs to the caller)."""
-        self._cache.clear()
+        """Drop the search caches and stop tracking (the client belongs to the caller)."""
+        self._search.close()

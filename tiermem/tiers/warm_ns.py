@@ -37,6 +37,7 @@ COMPACTED = b"tiermem.compacted"
 SEGMENT_RE = re.compile(r"seg-(\d{8})\.arrow")
 TRIVIAL = Filter(include_superseded=True)  # passes every live row
 NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
+FEW_ROWS = 64  # gathers up to this many rows slice instead of `take`
 
 
 @contextmanager
@@ -176,6 +177,8 @@ class Namespace:
         rows = np.asarray(rows, dtype=np.int64)
         if len(self.parts) <= 1:
             return self._part(0, column).take(pa.array(rows, type=pa.int64()))
+        if column is None and len(rows) <= FEW_ROWS:
+            return self._slices(rows)
         which = np.searchsorted(self.starts, rows, side="right") - 1
         order = np.argsort(which, kind="stable")
         bounds = np.flatnonzero(np.diff(which[order])) + 1
@@ -194,6 +197,19 @@ class Namespace:
             else pa.concat_arrays(pieces)
         )
         return merged.take(pa.array(inverse, type=pa.int64()))
+
+    def _slices(self, rows: np.ndarray) -> pa.Table:
+        """A few rows as zero-copy one-row slices (a search's top-k).
+
+        A `take` per part costs a compute call per column and part (~1 ms
+        for 10 rows spread over 20 segments); slicing costs ~6 µs a row.
+        """
+        parts = np.searchsorted(self.starts, rows, side="right") - 1
+        pieces = [
+            self.parts[p].slice(r - self.starts[p], 1)
+            for r, p in zip(rows.tolist(), parts.tolist(), strict=True)
+        ]
+        return pa.concat_tables(pieces) if pieces else self.schema.empty_table()
 
     def take_column(self, column: str, rows: np.ndarray) -> pa.Array:
         """One column's values at these row numbers."""
