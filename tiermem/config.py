@@ -43,6 +43,11 @@ class L1Config(_Section):
     url: str | None = None  # redis://… or unix://…; None starts an embedded Redis
     prefix: str | None = None  # key prefix; None derives "tm:<store id>"
     socket_timeout: float = Field(5.0, gt=0)
+    # How L1 search knows its in-process copy of a namespace is current:
+    # "tracking" = Redis pushes invalidations (no round trip per search; other
+    # processes' writes show once their push arrives), "validate" = one GET
+    # per search. See tiermem/tiers/hot_cache.py.
+    cache: Literal["tracking", "validate"] = "tracking"
 
 
 class L2Config(_Section):
@@ -62,6 +67,9 @@ class L3Config(_Section):
     zstd_level: int = Field(3, ge=1, le=22)
     # 10k-row groups: gets of one id skip most of a file (23 ms vs 129 ms at 100k rows, 384-d)
     row_group_size: int = Field(10_000, ge=1_000)
+    # How new L3 files (and compaction output) store vectors; not a format
+    # setting: files say their own precision and every read returns float32.
+    vector_precision: Literal["float32", "float16"] = "float32"
 
 
 class EmbeddingConfig(_Section):
