@@ -7,6 +7,10 @@ Layout under ``root``::
     data/<quoted ns>/part-<uuid>.parquet   rows of schema(dim), sorted by id
     data/<quoted ns>/del-<uuid>.parquet    (id, file): kills `id` in data file `file`
 
+Vectors are stored at `vector_precision` (float32 or float16; see
+cold_files.py); a file keeps the precision it was written with, every read
+returns float32, and compaction rewrites files to the current setting.
+
 Data files are immutable. A put writes new data files plus delete entries
 for the old locations of its ids; a delete writes delete entries only; both
 become visible in ONE manifest commit. A delete entry kills an id in one
@@ -29,13 +33,10 @@ from __future__ import annotations
 import bisect
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import duckdb
 import numpy as np
@@ -43,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tiermem.errors import QueryError, TierMemError, TierUnavailable, ValidationError
+from tiermem.errors import QueryError, TierMemError, ValidationError
 from tiermem.failpoints import failpoint
 from tiermem.filters import Filter
 from tiermem.ids import to_us
@@ -51,23 +52,14 @@ from tiermem.model import TierName, TierStats
 from tiermem.schema import COLUMNS, as_utc, schema
 from tiermem.tiers import manifest as mf
 from tiermem.tiers.base import SCORE
+from tiermem.tiers.cold_files import PAIRS, FileWriter
+from tiermem.tiers.cold_files import io_errors as _io
+from tiermem.tiers.manifest import VectorPrecision
 
 BATCH = 10_000
 COMPACT_FILE_ROWS = 1_000_000  # rows per file written by compact_namespace
 _DEAD = "_tm_l3_dead"  # DuckDB name of the registered Arrow table of deleted pairs
 _IDS = "_tm_l3_ids"  # ... and of the ids a get/locate looks for
-_PAIRS = pa.schema([("id", pa.string()), ("file", pa.string())])
-
-
-@contextmanager
-def _io(what: str, where: Path | str) -> Iterator[None]:
-    """Translate backend failures into TierUnavailable naming the path."""
-    try:
-        yield
-    except TierMemError:
-        raise
-    except (OSError, duckdb.Error, pa.ArrowException) as exc:
-        raise TierUnavailable(f"L3 {what} failed at {where}: {exc}") from exc
 
 
 class ColdTier:
@@ -82,23 +74,20 @@ class ColdTier:
         *,
         zstd_level: int = 3,
         row_group_size: int = 100_000,
+        vector_precision: VectorPrecision = "float32",
         read_only: bool = False,
     ) -> None:
         self.root = Path(root).absolute()
         self.dim = dim
         self.read_only = read_only
-        self._zstd_level = zstd_level
         self._schema = schema(dim)
-        # Dictionary-encoding unique floats only to fall back costs ~2x on read;
-        # byte-stream-split makes float32 ~10% smaller at the same read speed.
-        # Keep dictionaries on every other column: DuckDB 2.0 answers `IS NULL`
-        # wrongly on a PLAIN string column whose min == max (measured; see
-        # test_superseded_filter_on_constant_column).
-        self._data_options: dict[str, Any] = {
-            "row_group_size": row_group_size,
-            "use_dictionary": [c for c in COLUMNS if c != "embedding"],
-            "column_encoding": {"embedding.list.element": "BYTE_STREAM_SPLIT"},
-        }
+        self._writer = FileWriter(
+            self.root,
+            dim,
+            zstd_level=zstd_level,
+            row_group_size=row_group_size,
+            precision=vector_precision,
+        )
         self.connection_lock = threading.RLock()
         self._dead: dict[str, set[str]] = {}  # absolute data file -> killed ids
         self._access = mf.AccessStats(self.root)
@@ -125,9 +114,6 @@ class ColdTier:
     def _abs(self, rel: str) -> str:
         return str(self.root / rel)
 
-    def _rel(self, path: str | Path) -> str:
-        return Path(path).relative_to(self.root).as_posix()
-
     def _register_dead(self) -> None:
         with self.connection_lock:
             self._con.register(_DEAD, self.deleted())
@@ -152,7 +138,7 @@ class ColdTier:
         """Deleted (id, file) pairs, file as an absolute path: anti-join these."""
         ids = [i for ids in self._dead.values() for i in ids]
         files = [f for f, ids in self._dead.items() for _ in ids]
-        return pa.table([pa.array(ids, pa.string()), pa.array(files, pa.string())], _PAIRS)
+        return pa.table([pa.array(ids, pa.string()), pa.array(files, pa.string())], PAIRS)
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run `sql` on the tier's DuckDB connection (under its lock); QueryError on failure."""
@@ -319,7 +305,7 @@ class ColdTier:
             old = self._locate(table["id"].to_pylist())
             parts = []
             for ns in sorted(pc.unique(table["namespace"]).to_pylist()):
-                parts.append(self._write_data(ns, table.filter(pc.equal(table["namespace"], ns))))
+                parts.append(self._writer.data(ns, table.filter(pc.equal(table["namespace"], ns))))
             self._commit(parts, self._write_deletes(old), old)
 
     def _conform(self, table: pa.Table) -> pa.Table:
@@ -340,34 +326,15 @@ class ColdTier:
         return dict(zip(rows["id"].to_pylist(), rows["filename"].to_pylist(), strict=True))
 
     def _ns_dir(self, namespace: str) -> Path:
-        return self.root / "data" / quote(namespace, safe="")
-
-    def _write(self, path: Path, table: pa.Table, **options: Any) -> None:
-        """A durable Parquet file at `path` (temp name, fsync, rename, fsync dir)."""
-        with _io("write", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            mf.write_parquet(path, table, compression_level=self._zstd_level, **options)
-
-    def _write_data(self, namespace: str, rows: pa.Table) -> mf.DataFile:
-        # Sorted by id, so each row group's id statistics are tight.
-        rows = rows.sort_by("id")
-        path = self._ns_dir(namespace) / f"part-{uuid.uuid4()}.parquet"
-        self._write(path, rows, **self._data_options)
-        return mf.DataFile.describe(self.root, path, namespace, rows)
+        return self._writer.ns_dir(namespace)
 
     def _write_deletes(self, killed: dict[str, str]) -> list[mf.DeleteFile]:
         """One delete file per namespace for these (id -> absolute data file) pairs."""
         ns_of = {self._abs(f.path): f.namespace for f in self._manifest.data}
         by_ns: dict[str, list[tuple[str, str]]] = {}
         for id_, file in killed.items():
-            by_ns.setdefault(ns_of[file], []).append((id_, self._rel(file)))
-        out = []
-        for ns, pairs in sorted(by_ns.items()):
-            path = self._ns_dir(ns) / f"del-{uuid.uuid4()}.parquet"
-            ids, files = zip(*pairs, strict=True)
-            self._write(path, pa.table([pa.array(ids), pa.array(files)], _PAIRS))
-            out.append(mf.DeleteFile(path=self._rel(path), namespace=ns, rows=len(pairs)))
-        return out
+            by_ns.setdefault(ns_of[file], []).append((id_, self._writer.rel(file)))
+        return self._writer.deletes(by_ns)
 
     def _commit(
         self, data: list[mf.DataFile], deletes: list[mf.DeleteFile], killed: dict[str, str]
@@ -427,8 +394,8 @@ class ColdTier:
 
         Live rows (deletes applied, access stats folded in) are sorted by id
         and cut into files of at most `COMPACT_FILE_ROWS` rows, each with the
-        tier's row group size. A namespace already in one file with no
-        delete files is left alone.
+        tier's row group size and vector precision. A namespace already in
+        one file at that precision, with no delete files, is left alone.
 
         Crash ordering: the new files are durable before the manifest commit
         (failpoint ``compact.written``), which swaps old for new in one
@@ -444,13 +411,13 @@ class ColdTier:
             old_dels = [d for d in m.deletes if d.namespace == namespace]
             if not old_data and not old_dels:
                 return 0
-            if len(old_data) == 1 and not old_dels:
+            if len(old_data) == 1 and not old_dels and self._is_current(old_data[0]):
                 return old_data[0].rows  # already compact: nothing to apply or merge
             old = {f.path for f in old_data} | {d.path for d in old_dels}
             rows = pa.concat_tables([self._schema.empty_table(), *self.scan(namespace)])
             rows = rows.sort_by("id")
             data = [
-                self._write_data(namespace, rows.slice(start, COMPACT_FILE_ROWS))
+                self._writer.data(namespace, rows.slice(start, COMPACT_FILE_ROWS))
                 for start in range(0, rows.num_rows, COMPACT_FILE_ROWS)
             ]
             failpoint("compact.written")
@@ -475,6 +442,10 @@ class ColdTier:
                     mf.fsync_dir(self._ns_dir(namespace))
             self.checkpoint()
             return int(rows.num_rows)
+
+    def _is_current(self, f: mf.DataFile) -> bool:
+        """Whether `f` stores vectors at the precision new files get."""
+        return f.vector_precision == self._writer.precision
 
     # ---------------------------------------------------------- access stats
 

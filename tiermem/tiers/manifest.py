@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +35,9 @@ from tiermem.errors import ConfigError, TierUnavailable
 MANIFEST = "manifest.json"
 ACCESS = "access.parquet"
 FORMAT = 1
+# How a data file stores embedding elements (``l3.vector_precision``); every
+# reader gets float32 back whatever a file holds.
+VectorPrecision = Literal["float32", "float16"]
 
 
 class DataFile(BaseModel):
@@ -48,6 +51,9 @@ class DataFile(BaseModel):
     max_id: str
     min_created_at: datetime
     max_created_at: datetime
+    # How the file stores vectors (its Parquet schema says so too); manifests
+    # written before the setting existed hold float32 files only.
+    vector_precision: VectorPrecision = "float32"
 
     @classmethod
     def describe(cls, root: Path, path: Path, namespace: str, rows: pa.Table) -> DataFile:
