@@ -102,10 +102,11 @@ class EngineCore:
 
     def close(self) -> None:
         """Persist derived state, stop the embedded Redis (if ours), release the lock."""
+        # Outside the mutex: a job that is starting needs it, and we wait for jobs.
+        self.stop_scheduler()
         with self._mutex:
             if self._b is None:
                 return
-            self.stop_scheduler()
             b, self._b = self._b, None
             try:
                 if not self.read_only:

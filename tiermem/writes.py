@@ -102,14 +102,13 @@ class Writes(EngineCore):
             else:
                 errors[i] = got
         if good:
-            written, failed = self._write([item for _, item in good])
+            table, _, failed = self._write_rows([item for _, item in good])
             for j, (i, _) in enumerate(good):
                 if j in failed:
                     errors[i] = failed[j]
-            for (i, _), m in zip(
-                [g for j, g in enumerate(good) if j not in failed], written, strict=True
-            ):
-                ids[i] = m.id
+            written = [i for j, (i, _) in enumerate(good) if j not in failed]
+            for i, id_ in zip(written, table.column("id").to_pylist(), strict=True):
+                ids[i] = id_
         return BatchResult(ids=ids, errors=errors)
 
     def _write(
@@ -119,12 +118,22 @@ class Writes(EngineCore):
 
         `versions` (one per item) replaces the new rows' version 1 (procedures).
         """
+        table, places, errors = self._write_rows(items, versions=versions)
+        memories = schema.to_memories(table, "l1")
+        return [
+            m.model_copy(update={"tier": p}) for m, p in zip(memories, places, strict=True)
+        ], errors
+
+    def _write_rows(
+        self, items: Sequence[MemoryIn], *, versions: Sequence[int] | None = None
+    ) -> tuple[pa.Table, list[TierName], dict[int, TierMemError]]:
+        """`_write` without building Memory objects: the rows written and their tiers."""
         b = self._writable()
         with self._mutex:
             adm = capacity.admit(items, self.policy, self._count)
             chosen = [self._with_default_ttl(items[i]) for i in adm.admitted]
             if not chosen:
-                return [], adm.errors
+                return schema.schema(self.dim).empty_table(), [], adm.errors
             vecs = records.embed_items(chosen, self.embedder, self.dim)
             table = records.new_rows(chosen, vecs, self.clock(), self.dim)
             if versions is not None:
@@ -140,10 +149,7 @@ class Writes(EngineCore):
                     b.tiers[tier].put(part)
             for group in adm.evict:
                 self._evict_now(*group)
-        memories = schema.to_memories(table, "l1")
-        return [
-            m.model_copy(update={"tier": p}) for m, p in zip(memories, places, strict=True)
-        ], adm.errors
+        return table, places, adm.errors
 
     def _with_default_ttl(self, item: MemoryIn) -> MemoryIn:
         ttl = self.policy.for_kind(item.kind).ttl

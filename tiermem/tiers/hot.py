@@ -35,6 +35,7 @@ from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import KINDS, TierName, TierStats
+from tiermem.tiers import resp
 from tiermem.tiers.hot_cache import CacheMode, SearchCache
 from tiermem.tiers.keys import Keys
 
@@ -200,27 +201,29 @@ class HotTier:
             cols["kind"],
             cols["tiered_at"],
         )
-        recency: dict[str, dict[str, int]] = {}
-        freq: dict[str, dict[str, int]] = {}
-        by_kind: dict[tuple[str, str], dict[str, int]] = {}
-        pipe = self.client.pipeline(transaction=True)
+        recency: dict[str, list[Any]] = {}  # ns -> ZADD args (score, member, ...)
+        freq: dict[str, list[Any]] = {}
+        by_kind: dict[tuple[str, str], list[Any]] = {}
+        commands: list[resp.Command] = []
         for i, (id_, ns) in enumerate(zip(ids, nss, strict=True)):
             key = self.keys.record(ns, id_)
             if not new:
-                pipe.delete(key)
-            pipe.hset(key, mapping={n: c[i] for n, c in names if c[i] is not None})
-            recency.setdefault(ns, {})[id_] = last[i]
-            freq.setdefault(ns, {})[id_] = acc[i]
-            by_kind.setdefault((ns, kinds[i]), {})[id_] = tiered[i]
-        pipe.hset(self.keys.directory(), mapping=dict(zip(ids, nss, strict=True)))
+                commands.append(("DEL", key))
+            fields = [x for n, c in names if c[i] is not None for x in (n, c[i])]
+            commands.append(("HSET", key, *fields))
+            recency.setdefault(ns, []).extend((last[i], id_))
+            freq.setdefault(ns, []).extend((acc[i], id_))
+            by_kind.setdefault((ns, kinds[i]), []).extend((tiered[i], id_))
+        directory = [x for pair in zip(ids, nss, strict=True) for x in pair]
+        commands.append(("HSET", self.keys.directory(), *directory))
         for (ns, kind), members in by_kind.items():  # one ZADD per (namespace, kind)
-            pipe.zadd(self.keys.kind_index(ns, kind), members)
+            commands.append(("ZADD", self.keys.kind_index(ns, kind), *members))
         for ns in recency:
-            pipe.zadd(self.keys.recency(ns), recency[ns])
-            pipe.zadd(self.keys.frequency(ns), freq[ns])
-            pipe.sadd(self.keys.namespaces(), ns)
-            pipe.incr(self.keys.version(ns))
-        pipe.execute()
+            commands.append(("ZADD", self.keys.recency(ns), *recency[ns]))
+            commands.append(("ZADD", self.keys.frequency(ns), *freq[ns]))
+            commands.append(("SADD", self.keys.namespaces(), ns))
+            commands.append(("INCR", self.keys.version(ns)))
+        resp.transaction(self.client, commands)
         self._search.changed(recency)
 
     @_guarded

@@ -1,0 +1,38 @@
+"""`tiers.resp.transaction` (pre-packed MULTI/EXEC) against a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tiermem.tiers.resp import transaction
+
+
+def test_applies_every_command_and_returns_exec_replies(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    h, z = f"{prefix}:h", f"{prefix}:z"
+    got = transaction(
+        redis_client,
+        [("HSET", h, "a", b"\x00\xff", "n", 7, "f", 0.1), ("ZADD", z, 2.5, "m"), ("INCR", z + "v")],
+    )
+    assert got == [3, 1, 1]
+    assert redis_client.hgetall(h) == {b"a": b"\x00\xff", b"n": b"7", b"f": b"0.1"}
+    assert redis_client.zscore(z, "m") == 2.5
+
+
+def test_a_refused_command_applies_nothing(redis_client: redis.Redis, prefix: str) -> None:
+    """Redis refuses a malformed command when queueing: EXECABORT, nothing written."""
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        transaction(redis_client, [("SET", f"{prefix}:a", "1"), ("HSET", f"{prefix}:h", "odd")])
+    assert redis_client.exists(f"{prefix}:a") == 0
+    assert transaction(redis_client, [("SET", f"{prefix}:a", "2")]) == [
+        b"OK"
+    ]  # still usable
+
+
+def test_a_command_failing_while_running_raises(redis_client: redis.Redis, prefix: str) -> None:
+    redis_client.set(f"{prefix}:s", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        transaction(redis_client, [("HSET", f"{prefix}:s", "f", "v")])
+    assert redis_client.get(f"{prefix}:s") == b"x"

@@ -1,0 +1,58 @@
+"""One MULTI/EXEC of many commands, packed in one go and sent in one write.
+
+redis-py's pipeline re-checks and re-encodes every argument of every
+command in Python before hiredis packs it: for a batch of 1,000 memories
+(~40 arguments each) that was a fifth of `add_many`'s time. Here hiredis
+packs each command's arguments directly (they are str, bytes, int or
+float already); the connection, its errors and its pool are still
+redis-py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from hiredis import pack_command  # from the redis[hiredis] dependency
+
+Command = tuple[str | bytes | int | float, ...]
+
+
+def transaction(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """Run `commands` atomically in one round trip; returns EXEC's replies.
+
+    A command Redis refuses when queueing aborts the whole transaction
+    (nothing is applied) and its error is raised.
+    """
+    # hiredis's stub says a 1-tuple; it takes any tuple of str, bytes, int, float
+    packed = [pack_command(("MULTI",)), *(pack_command(c) for c in commands)]  # type: ignore[arg-type]
+    packed.append(pack_command(("EXEC",)))
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+    try:
+        conn.send_packed_command(packed)
+        conn.read_response()  # +OK to MULTI
+        refused: redis.ResponseError | None = None
+        for _ in commands:
+            try:
+                conn.read_response()  # +QUEUED
+            except redis.ResponseError as exc:
+                refused = refused or exc
+        try:
+            replies = conn.read_response()
+        except redis.ResponseError:  # EXECABORT after a refused command
+            if refused is None:
+                raise
+            raise refused from None
+        if isinstance(replies, redis.ResponseError):
+            raise replies
+        for reply in replies:  # a command that failed while running (e.g. WRONGTYPE)
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return list(replies)
+    except BaseException:
+        conn.disconnect()  # unread replies must not reach the next user
+        raise
+    finally:
+        pool.release(conn)
