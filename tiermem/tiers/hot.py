@@ -126,7 +126,9 @@ def _encode_columns(table: pa.Table) -> dict[str, list[Any]]:
         elif name in _BOOL_COLS:
             cols[name] = [None if v is None else (b"1" if v else b"0") for v in col.to_pylist()]
         elif name in _JSON_COLS:
-            cols[name] = [json.dumps(v, separators=(",", ":")) for v in col.to_pylist()]
+            cols[name] = [
+                json.dumps(v, separators=(",", ":")) if v else "[]" for v in col.to_pylist()
+            ]
         else:
             cols[name] = col.to_pylist()
     return cols

@@ -31,7 +31,7 @@ def transaction(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
     pool = client.connection_pool
     conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
     try:
-        conn.send_packed_command(packed)
+        conn.send_packed_command([b"".join(packed)])  # one sendall, not one per command
         conn.read_response()  # +OK to MULTI
         refused: redis.ResponseError | None = None
         for _ in commands:
