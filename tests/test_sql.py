@@ -206,6 +206,25 @@ def test_namespace_sandbox_cannot_read_other_tenants_files(mem: tiermem.Engine) 
     assert mem.sql(q, namespace="a").to_pylist()[0]["n"] >= 1
 
 
+def test_only_live_l3_files_are_readable(mem: tiermem.Engine) -> None:
+    l3 = mem.backends.l3
+    old = [str(p) for p in l3.files("a")]
+    with pytest.raises(tiermem.QueryError, match="disabled by configuration"):
+        mem.sql(f"SELECT * FROM read_text('{l3.root / 'manifest.json'}')")
+    for ns in ("a", "b"):
+        l3.compact_namespace(ns)
+    assert set(old).isdisjoint(str(p) for p in l3.files("a"))
+    Path(old[0]).write_bytes(Path(l3.files("a")[0]).read_bytes())  # a stale file left behind
+    for namespace in (None, "a"):
+        with pytest.raises(tiermem.QueryError, match="disabled by configuration"):
+            mem.sql(f"SELECT count(*) FROM read_parquet('{old[0]}')", namespace=namespace)
+        q = f"SELECT count(*) AS n FROM read_parquet('{l3.files('a')[0]}')"
+        n = mem.sql(q, namespace=namespace)
+        assert n.to_pylist()[0]["n"] == 2
+    mem.demote(mem.add("later", namespace="a").id, to="l3")  # a new file: a new sandbox
+    assert mem.sql("SELECT count(*) AS n FROM cold", namespace="a").to_pylist()[0]["n"] == 3
+
+
 def test_only_referenced_views_are_read(mem: tiermem.Engine, monkeypatch: Any) -> None:
     calls: list[str] = []
     b = mem.backends
@@ -289,7 +308,7 @@ STATE = """SELECT
   current_setting('memory_limit') AS memory_limit,
   current_setting('enable_external_access') AS external,
   current_setting('lock_configuration') AS locked,
-  current_setting('allowed_directories') AS allowed,
+  current_setting('allowed_paths') AS allowed,
   current_setting('autoload_known_extensions') AS autoload"""
 
 ESCAPES = [
@@ -402,7 +421,7 @@ def test_settings_are_visible_and_locked(mem: tiermem.Engine) -> None:
     rows = mem.sql(
         "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
         "'lock_configuration', 'autoinstall_known_extensions', 'autoload_known_extensions', "
-        "'threads', 'temp_directory', 'allowed_directories')"
+        "'threads', 'temp_directory', 'allowed_directories', 'allowed_paths')"
     ).to_pylist()
     got = {r["name"]: r["value"] for r in rows}
     assert got["enable_external_access"] == "false"
@@ -411,7 +430,9 @@ def test_settings_are_visible_and_locked(mem: tiermem.Engine) -> None:
     assert got["autoload_known_extensions"] == "false"
     assert got["threads"] == "2"
     assert got["temp_directory"] == ""
-    assert got["allowed_directories"] == f"[{mem.backends.l3.root.resolve()}/]"
+    assert got["allowed_directories"] == "[]"
+    live = mem.backends.l3.files()
+    assert live and all(str(p) in got["allowed_paths"] for p in live)
     limit = mem.sql("SELECT current_setting('memory_limit') AS m").to_pylist()[0]["m"]
     assert limit.endswith("GiB") or limit.endswith("GB")
 

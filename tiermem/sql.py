@@ -16,11 +16,13 @@ example queries are in ARCHITECTURE.md ("Appendix: SQL reference").
 The sandbox (every refusal is a QueryError saying why):
 
 - the statement is parsed by DuckDB and must be exactly one SELECT;
-- one connection per namespace restriction; its only readable directory is
-  the L3 data of that namespace (all of L3 without a restriction):
-  ``allowed_directories`` then ``enable_external_access=false``, so no
-  other file (the embedded Redis, ``format.json``, /etc) is reachable and
-  nothing can be written; the events log is loaded into Arrow by Python;
+- one connection per namespace restriction; its only readable files are the
+  live L3 data files the manifest names (of that namespace, or of all):
+  ``allowed_paths`` then ``enable_external_access=false``, so no other file
+  (other tenants' files, files a compaction replaced, the embedded Redis,
+  ``format.json``, /etc) is reachable and nothing can be written; the
+  connection is rebuilt when that list of files changes; the events log is
+  loaded into Arrow by Python;
 - spilling to disk is off (``temp_directory=''``), extension install and
   autoload are off, memory and threads are limited, and the configuration
   is locked;
@@ -32,11 +34,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import duckdb
 import pyarrow as pa
@@ -136,17 +136,21 @@ def _event(line: bytes) -> dict[str, Any] | None:
 
 
 class _Sandbox:
-    """One locked-down DuckDB connection whose readable files are under `root` (or none)."""
+    """One locked-down DuckDB connection that can read exactly `files` (absolute paths)."""
 
-    def __init__(self, root: Path | None, memory_limit: str, threads: int) -> None:
-        allowed = [] if root is None else [_literal(str(root))]
+    def __init__(self, files: Sequence[str], memory_limit: str, threads: int) -> None:
+        self.files = tuple(files)
+        allowed = ", ".join(_literal(f) for f in self.files)
         self.con = duckdb.connect(":memory:")
         try:
-            # Order matters: temp_directory and allowed_directories cannot be
+            # Order matters: temp_directory and allowed_paths cannot be
             # changed once external access is off; nothing after the lock.
+            # Single files, not the L3 directory: data files that a compaction
+            # or forget replaced (removed only after the commit, or left as
+            # orphans by a crash) stay unreachable.
             for stmt in (
                 "SET temp_directory = ''",
-                f"SET allowed_directories = [{', '.join(allowed)}]",
+                f"SET allowed_paths = [{allowed}]",
                 "SET enable_external_access = false",
                 "SET autoinstall_known_extensions = false",
                 "SET autoload_known_extensions = false",
@@ -190,19 +194,24 @@ class SqlViews:
         self._empty = schema.schema(dim).empty_table()
         # get_table_names binds the query, and on a connection that has the views
         # it reports their base tables instead: ask an empty sandbox.
-        self._parser = _Sandbox(None, "64MB", 1)
-        self._box(None)  # fail at open, not at the first query, if DuckDB refuses a setting
+        self._parser = _Sandbox((), "64MB", 1)
+        # Fail at open, not at the first query, if DuckDB refuses a setting.
+        self._box(None, self._files(None))
 
     # -- connections -------------------------------------------------------------------
 
-    def _box(self, namespace: str | None) -> _Sandbox:
-        box = self._boxes.get(namespace)
-        if box is not None:
-            self._boxes.move_to_end(namespace)
-            return box
-        l3 = self._b.l3.root.resolve()
-        root = l3 if namespace is None else l3 / "data" / quote(namespace, safe="")
-        box = _Sandbox(root, self._memory_limit, self._threads)
+    def _files(self, namespace: str | None) -> list[str]:
+        """The live L3 data files (of one namespace), as the views and the sandbox name them."""
+        return [str(p) for p in self._b.l3.files(namespace)]
+
+    def _box(self, namespace: str | None, files: list[str]) -> _Sandbox:
+        """The connection of `namespace`, rebuilt if the live files are not those it may read."""
+        box = self._boxes.pop(namespace, None)
+        if box is not None and box.files != tuple(files):
+            box.close()  # allowed_paths is locked: a new file list needs a new connection
+            box = None
+        if box is None:
+            box = _Sandbox(files, self._memory_limit, self._threads)
         self._boxes[namespace] = box
         while len(self._boxes) > _MAX_CONNECTIONS:
             _, old = self._boxes.popitem(last=False)
@@ -219,7 +228,11 @@ class SqlViews:
     # -- views -------------------------------------------------------------------------
 
     def _refresh(
-        self, con: duckdb.DuckDBPyConnection, namespace: str | None, need: set[str]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        namespace: str | None,
+        need: set[str],
+        l3_files: list[str],
     ) -> None:
         """(Re)create every view; only those in `need` get data, the rest are empty."""
         dim, empty = self._dim, self._empty
@@ -228,7 +241,7 @@ class SqlViews:
             con.register(f"_{name}", data)
             view = _select(f"_{name}", dim, tier_name, namespace)
             con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {view}")
-        files = [str(p) for p in self._b.l3.files(namespace)] if "cold" in need else []
+        files = l3_files if "cold" in need else []
         con.register("_cold", empty)  # the same objects whatever the query needs
         if files:
             dead = self._b.l3.deleted()
@@ -281,8 +294,9 @@ class SqlViews:
     def query(self, sql: str, namespace: str | None = None, *, explain: bool = False) -> pa.Table:
         """Run one read-only SELECT (or its EXPLAIN); QueryError if refused or failing."""
         with self._lock:
+            files = self._files(namespace)
             try:
-                con = self._box(namespace).con
+                con = self._box(namespace, files).con
             except duckdb.Error as exc:
                 raise QueryError(f"cannot open the SQL sandbox: {exc}") from exc
             self.check(con, sql)
@@ -290,7 +304,7 @@ class SqlViews:
             if explain:
                 sql = f"EXPLAIN {sql}"
             try:
-                self._refresh(con, namespace, need)
+                self._refresh(con, namespace, need, files)
             except duckdb.Error as exc:
                 raise QueryError(f"cannot prepare the views: {exc}") from exc
             return self._run(con, sql)
