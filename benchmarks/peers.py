@@ -34,6 +34,7 @@ recorded with the error, never given numbers.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -46,6 +47,9 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks import core
+
+# lance logs a deprecation warning per query for `.select([...])` without `_distance`.
+os.environ.setdefault("LANCE_LOG", "error")
 
 PEERS = ("chromadb", "qdrant", "lancedb")
 MODULES = {"chromadb": "chromadb", "qdrant": "qdrant_client", "lancedb": "lancedb"}

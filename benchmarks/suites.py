@@ -86,7 +86,12 @@ def _core(quick: bool) -> dict[str, Any]:
 
 def _params(r: dict[str, Any]) -> dict[str, Any]:
     keys = ("n", "dim", "namespaces", "queries", "k", "seed", "overrides", "namespace_sizes")
-    return {k: r[k] for k in keys} | {"redis_server": r["redis_server"], "core_wall_s": r["wall_s"]}
+    return {k: r[k] for k in keys} | {
+        "redis_server": r["redis_server"],
+        "core_wall_s": r["wall_s"],  # ingest, move and search: one run of benchmarks/core.py
+        "core_started": r["timestamp"],
+        "core_git": r["git"],
+    }
 
 
 def suite_ingest(quick: bool, out: Path) -> dict[str, Any]:
@@ -174,7 +179,12 @@ def suite_cold(quick: bool, out: Path) -> dict[str, Any]:
         raise Skip("benchmarks.cold has no run(quick, out) yet")
     res = cold.run(quick, out)
     r = dict(res) if isinstance(res, dict) else {"result": res}
-    if "goals" not in r:  # the issue's goal, from cold's own figures: ratio = tiermem / limit
+    return cold_goals(r)
+
+
+def cold_goals(r: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal from cold's own figures (its ratio = tiermem ms / limit ms)."""
+    if "goals" not in r:
         r["goals"] = [
             goal(
                 f"cold: per-tenant top-10 search ({tenant}) vs one unpartitioned file",
