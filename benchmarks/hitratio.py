@@ -48,7 +48,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -123,6 +123,9 @@ def chitchat_trace(limit: int | None = None) -> Trace | None:
 # -- simulation ----------------------------------------------------------------------
 
 
+_set = object.__setattr__  # ItemStats is frozen
+
+
 def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> int:
     """Hits of a cache of `capacity` items evicting in batches chosen by `select`."""
     batch = max(1, capacity // 100)
@@ -142,7 +145,8 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
         if len(stats) > capacity:
             items = list(stats.values())
             if last_pass is not None:
-                items = [replace(s, passed_at=last_pass) for s in items]
+                for s in items:  # = replace(s, passed_at=last_pass), 30x cheaper: the
+                    _set(s, "passed_at", last_pass)  # simulator owns these snapshots
             victims = select(items, t, batch)
             last_pass = t
             if not victims:
