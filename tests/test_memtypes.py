@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tiermem
 from tests.conftest import DIM, OpenStore
@@ -201,3 +206,74 @@ def test_dedupe_off_when_policy_has_none(open_store: OpenStore, tmp_path: object
     mem = open_store(policy=str(policy))
     a = mem.add("fact", namespace="d", kind="semantic")
     assert mem.add("fact", namespace="d", kind="semantic").id != a.id
+
+
+# -- batched dedupe == one by one ----------------------------------------------------------------
+
+_TEXTS = ["tea", "Tea!", "coffee", "water", "juice"]
+
+
+def _stored(mem: tiermem.Engine, ns: str) -> list[tuple[str, int, list[str], float]]:
+    """A store-independent picture of a namespace: texts, versions, variants, importance."""
+    rows = [
+        (m.text, m.version, list(m.metadata.get("_variants", [])), m.importance)
+        for m in mem.scan(namespace=ns)
+    ]
+    return sorted(rows)
+
+
+def _partition(ids: list[str | None]) -> list[int]:
+    """Which earlier item each item landed with (ids differ between stores, shapes don't)."""
+    first: dict[str | None, int] = {}
+    return [first.setdefault(i, n) for n, i in enumerate(ids)]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_TEXTS) - 1),  # text
+            st.integers(0, 2),  # cluster of the vector
+            st.sampled_from([0.0, 0.05, 0.5]),  # distance from the cluster centre
+            st.sampled_from([0.3, 0.9]),  # importance
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 2),  # how many of the items are already stored (added one by one first)
+)
+def test_add_many_dedupe_matches_adding_one_by_one(
+    open_store: OpenStore,
+    tmp_path: Path,
+    prefix: str,
+    spec: list[tuple[int, int, float, float]],
+    pre: int,
+) -> None:
+    """Batched dedupe ends where adding the items one at a time, in order, ends."""
+    items = [
+        {
+            "text": _TEXTS[t],
+            "kind": "semantic",
+            "embedding": near(unit(100 + c), eps, seed=n).tolist(),
+            "importance": imp,
+        }
+        for n, (t, c, eps, imp) in enumerate(spec)
+    ]
+    run = uuid.uuid4().hex[:8]
+    batch, single = (
+        open_store(tmp_path / run / name, overrides={"l1.prefix": f"{prefix}:{run}:{name}"})
+        for name in ("batch", "single")
+    )
+    try:
+        for item in items[:pre]:
+            batch.add(namespace="q", **item)
+            single.add(namespace="q", **item)
+        got = batch.add_many(items[pre:], namespace="q").ids
+        want = [single.add(namespace="q", **item).id for item in items[pre:]]
+        assert _partition(got) == _partition(want)
+        assert _stored(batch, "q") == _stored(single, "q")
+    finally:
+        batch.close()
+        single.close()

@@ -2,7 +2,8 @@
 
 The engine calls `MemTypes.handles(item)` on every add; the items it claims
 (a kind whose policy has ``dedupe:``, or a procedural memory with a
-``name``) are written here, one at a time under the engine's mutex.
+``name``) are written here, under the engine's mutex: `add` one at a
+time, `add_many` as a batch (`dedupe_batch`: the same outcome, one write).
 
 **Dedupe** (kinds with ``dedupe: t``, the default policy's ``semantic``):
 
@@ -38,9 +39,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiermem import records, schema
+from tiermem import dedupe_batch, records, schema
 from tiermem.errors import NotFound, TierMemError, ValidationError
 from tiermem.filters import Filter
 from tiermem.model import MAX_METADATA_BYTES, Memory, MemoryIn, TierName
@@ -132,13 +134,14 @@ class MemTypes:
                 if hit is not None:
                     return self._merge(hit, item)
                 memory = self._write(item, None)
-                self._index(memory)
+                self.index([memory])
                 return memory
             return self._add_version(item)
 
     def add_many(self, items: Sequence[MemoryIn]) -> list[Memory | TierMemError]:
-        """`add` for each item in order (so later items dedupe against earlier ones);
-        texts are embedded in one call first."""
+        """`add` for each item, with the outcome of adding them in order (later items
+        dedupe against earlier ones); texts are embedded in one call first and
+        deduplicated kinds go through `dedupe_batch` (one write for the batch)."""
         need = [i for i, m in enumerate(items) if m.embedding is None]
         prepared = list(items)
         if need:
@@ -147,13 +150,20 @@ class MemTypes:
             )
             for i, vec in zip(need, vecs, strict=True):
                 prepared[i] = items[i].model_copy(update={"embedding": vec})
-        out: list[Memory | TierMemError] = []
-        for item in prepared:
-            try:
-                out.append(self.add(item))
-            except TierMemError as exc:
-                out.append(exc)
-        return out
+        out: list[Memory | TierMemError | None] = [None] * len(prepared)
+        deduped = [i for i, item in enumerate(prepared) if self.threshold(item) is not None]
+        with self.engine._mutex:
+            if deduped:
+                got = dedupe_batch.add_deduped(self, [prepared[i] for i in deduped])
+                for i, result in zip(deduped, got, strict=True):
+                    out[i] = result
+            for i, item in enumerate(prepared):  # named procedures: one version at a time
+                if out[i] is None:
+                    try:
+                        out[i] = self.add(item)
+                    except TierMemError as exc:
+                        out[i] = exc
+        return [x for x in out if x is not None]
 
     def _with_vector(self, item: MemoryIn) -> MemoryIn:
         vec = records.embed_items([item], self.engine.embedder, self.engine.dim)[0]
@@ -171,62 +181,97 @@ class MemTypes:
 
     def _exact(self, item: MemoryIn) -> Memory | None:
         """The memory the hash index names for `item`'s text, verified; else None."""
-        l1 = self.engine.backends.l1
-        key, field = l1.keys.dedupe(item.namespace), text_key(item.kind, item.text)
-        raw = l1.client.hget(key, field)
-        if raw is None:
-            return None
-        id_ = raw.decode() if isinstance(raw, bytes) else str(raw)
-        try:
-            m = self.engine._find_one(id_)
-        except NotFound:
-            m = None
-        ok = (
+        return self._exact_many([item], [text_key(item.kind, item.text)])[0]
+
+    def _valid_exact(self, m: Memory | None, item: MemoryIn, key: str) -> bool:
+        """Whether an index entry's memory really is a current exact duplicate of `item`."""
+        return (
             m is not None
             and m.namespace == item.namespace
             and m.kind == item.kind
             and m.superseded_by is None
-            and text_key(m.kind, m.text) == field
+            and text_key(m.kind, m.text) == key
             and (m.expires_at is None or m.expires_at > self.engine.clock())
         )
-        if not ok:
-            l1.client.hdel(key, field)
-            return None
-        return m
 
     def _near(self, item: MemoryIn, threshold: float) -> Memory | None:
         """The most similar current memory of the same kind in L1/L2, if >= threshold."""
+        best = self._near_scored(item)
+        return None if best is None or best[0] < threshold else best[1]
+
+    def _near_scored(self, item: MemoryIn) -> tuple[float, Memory] | None:
+        """The most similar current memory of the same kind in L1/L2, and its score."""
         assert item.embedding is not None
         e = self.engine
         flt = Filter(kinds=frozenset({item.kind}), now=e.clock())
-        best: tuple[float, TierName, Memory] | None = None
+        best: tuple[float, TierName, pa.Table] | None = None
         for tier in ("l1", "l2"):
             rows = e.backends.tiers[tier].search(item.namespace, item.embedding, 1, flt)
             if rows.num_rows == 0:
                 continue
             score = float(rows.column("_score")[0].as_py())
             if best is None or score > best[0]:
-                best = (score, tier, schema.to_memories(rows.drop_columns(["_score"]), tier)[0])
-        if best is None or best[0] < threshold:
+                best = (score, tier, rows)
+        if best is None:
             return None
-        return best[2]
+        return best[0], schema.to_memories(best[2].drop_columns(["_score"]), best[1])[0]
 
     def _merge(self, old: Memory, item: MemoryIn) -> Memory:
         """Fold `item` into `old` in its tier: version + 1, one access (module doc)."""
         e, now = self.engine, self.engine.clock()
-        changes = {
+        new = records.edited(old, self.merge_changes(old, item), now, bump=True)
+        e._put(old.tier, [new])
+        self.index([new])
+        return e._accessed([new], now)[0]
+
+    @staticmethod
+    def merge_changes(old: Memory, item: MemoryIn) -> dict[str, Any]:
+        """The fields `old` takes when `item` merges into it."""
+        return {
             "metadata": merged_metadata(old.metadata, item.metadata, old.text, item.text),
             "importance": max(old.importance, item.importance),
             "pinned": old.pinned or item.pinned,
         }
-        new = records.edited(old, changes, now, bump=True)
-        e._put(old.tier, [new])
-        self._index(new)
-        return e._accessed([new], now)[0]
 
-    def _index(self, m: Memory) -> None:
+    def index(self, memories: Sequence[Memory]) -> None:
+        """Put memories in their namespace's exact-duplicate index (one round trip)."""
+        if not memories:
+            return
         l1 = self.engine.backends.l1
-        l1.client.hset(l1.keys.dedupe(m.namespace), text_key(m.kind, m.text), m.id)
+        pipe = l1.client.pipeline(transaction=False)
+        for m in memories:
+            pipe.hset(l1.keys.dedupe(m.namespace), text_key(m.kind, m.text), m.id)
+        pipe.execute()
+
+    def lookup(self, items: Sequence[MemoryIn]) -> list[dedupe_batch.Lookup]:
+        """Each item's verified exact match, else its best near match in L1/L2."""
+        keys = [text_key(item.kind, item.text) for item in items]
+        exact = self._exact_many(items, keys)
+        out = []
+        for item, key, hit in zip(items, keys, exact, strict=True):
+            near = None if hit is not None else self._near_scored(item)
+            out.append(dedupe_batch.Lookup(key, hit, near))
+        return out
+
+    def _exact_many(self, items: Sequence[MemoryIn], keys: list[str]) -> list[Memory | None]:
+        """`_exact` for many items: one HGET round trip, one lookup of the ids."""
+        l1 = self.engine.backends.l1
+        pipe = l1.client.pipeline(transaction=False)
+        for item, key in zip(items, keys, strict=True):
+            pipe.hget(l1.keys.dedupe(item.namespace), key)
+        raw = pipe.execute()
+        ids = [None if r is None else (r.decode() if isinstance(r, bytes) else str(r)) for r in raw]
+        found: dict[str, Memory] = {}
+        for tier, table in self.engine._find([i for i in ids if i is not None]):
+            found.update((m.id, m) for m in schema.to_memories(table, tier))
+        out: list[Memory | None] = []
+        for item, key, id_ in zip(items, keys, ids, strict=True):
+            m = None if id_ is None else found.get(id_)
+            if id_ is not None and not self._valid_exact(m, item, key):
+                l1.client.hdel(l1.keys.dedupe(item.namespace), key)
+                m = None
+            out.append(m)
+        return out
 
     def forget(self, namespace: str) -> None:
         """Drop a namespace's dedupe index (after `forget`)."""
