@@ -3,8 +3,10 @@ an optional usearch HNSW index over the same row numbers.
 
 Row numbers are positions in load order (segments by seq, rows in order,
 dead rows included), so they are stable between a saved index and a reload
-of the same segments. Vectors are stored unit-normalised: a dot product is
-then the cosine similarity, for the exact path and for rescoring ANN hits.
+of the same segments. Vectors are stored as given (float32), with their
+norms: this matrix is the namespace's only in-memory copy of its vectors
+(the Arrow payload drops the column), so it must give them back exactly.
+A score is the dot product with the unit query over the row's norm.
 
 The HNSW index is derived state. `save_ann` writes it with a JSON sidecar
 describing what it covers; `load_ann` only accepts it when the sidecar
@@ -72,6 +74,7 @@ class VectorIndex:
     def __init__(self, params: HnswParams) -> None:
         self.params = params
         self._mat = np.empty((64, params.dim), dtype=np.float32)
+        self._norms = np.zeros(64, dtype=np.float32)
         self._live = np.zeros(64, dtype=bool)
         self.n = 0  # rows ever appended (dead included)
         self.n_live = 0
@@ -86,7 +89,8 @@ class VectorIndex:
         """Add live rows; returns their row numbers. New rows join the HNSW index."""
         rows = np.arange(self.n, self.n + len(mat), dtype=np.int64)
         self._grow(self.n + len(mat))
-        self._mat[rows] = normalise(mat)
+        self._mat[rows] = mat
+        self._norms[rows] = np.linalg.norm(self._mat[rows], axis=1)
         self._live[rows] = True
         self.n += len(mat)
         self.n_live += len(mat)
@@ -102,9 +106,22 @@ class VectorIndex:
             cap *= 2  # doubling keeps appends amortised O(1)
         mat = np.empty((cap, self.params.dim), dtype=np.float32)
         mat[: self.n] = self._mat[: self.n]
+        norms = np.zeros(cap, dtype=np.float32)
+        norms[: self.n] = self._norms[: self.n]
         live = np.zeros(cap, dtype=bool)
         live[: self.n] = self._live[: self.n]
-        self._mat, self._live = mat, live
+        self._mat, self._norms, self._live = mat, norms, live
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of these rows (a copy), exactly as appended."""
+        out: np.ndarray = self._mat[np.asarray(rows, dtype=np.int64)]
+        return out
+
+    def _cosine(self, dots: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """Dot products with a unit query, as cosines (0 for zero vectors)."""
+        norms = self._norms[rows]
+        out: np.ndarray = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        return out
 
     def kill(self, rows: np.ndarray) -> None:
         """Mark rows dead and drop them from the HNSW index."""
@@ -118,7 +135,10 @@ class VectorIndex:
     def exact(self, q: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         """The best `m` of `rows` for unit query `q`: (rows, scores), best first."""
         # all rows: one matmul over the contiguous prefix, no gather copy
-        scores = self._mat[: self.n] @ q if len(rows) == self.n else self._mat[rows] @ q
+        if len(rows) == self.n:
+            scores = self._cosine(self._mat[: self.n] @ q, slice(0, self.n))
+        else:
+            scores = self._cosine(self._mat[rows] @ q, rows)
         if m < len(rows):
             top = np.argpartition(-scores, m - 1)[:m]
             rows, scores = rows[top], scores[top]
@@ -131,7 +151,7 @@ class VectorIndex:
         found = self.ann.search(q, count)
         rows = np.asarray(found.keys, dtype=np.int64)
         rows = rows[self._live[rows]]  # belt and braces: removals are already applied
-        scores = self._mat[rows] @ q
+        scores = self._cosine(self._mat[rows] @ q, rows)
         order = np.argsort(-scores, kind="stable")
         return rows[order], scores[order]
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from tiermem.errors import ConfigError, TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
-from tiermem.schema import TS, schema, vectors
+from tiermem.schema import TS, embedding_array, schema, vectors
 from tiermem.tiers.warm_index import HnswParams, VectorIndex, fsync_path, normalise
 
 NAME_FILE = "namespace"
@@ -37,6 +37,7 @@ COMPACTED = b"tiermem.compacted"
 SEGMENT_RE = re.compile(r"seg-(\d{8})\.arrow")
 TRIVIAL = Filter(include_superseded=True)  # passes every live row
 NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
+EMBEDDING = "embedding"
 FEW_ROWS = 64  # gathers up to this many rows slice instead of `take`
 
 
@@ -101,7 +102,10 @@ class Namespace:
     def __init__(self, name: str, path: Path, params: HnswParams) -> None:
         self.name, self.path, self.params = name, path, params
         self.schema = schema(params.dim)
-        self.parts: list[pa.Table] = []  # one per segment, in seq order
+        # In memory a segment is its payload (every column but the embedding) plus
+        # rows of `vec`'s matrix: one copy of each vector, not two (L2 RSS).
+        self.payload = self.schema.remove(self.schema.get_field_index(EMBEDDING))
+        self.parts: list[pa.Table] = []  # payload of each segment, in seq order
         self.seqs: list[int] = []
         self.starts: list[int] = []  # first row number of each part
         self.id2row: dict[str, int] = {}  # live ids only
@@ -121,26 +125,35 @@ class Namespace:
 
     @property
     def table(self) -> pa.Table:
-        """All rows (dead included) as one chunked table; concatenation is zero-copy.
+        """The payload of all rows (dead included; no embedding) as one chunked table.
 
-        For whole-column work (masks) only: `take` on a many-chunk table copies
-        the whole fixed-size-list embedding column, so row gathers go through
-        `take`/`take_column`, which read each segment's (single-chunk) part.
+        For whole-column work (masks) only; concatenation is zero-copy. Row
+        gathers go through `take`/`take_column`, which read each segment's
+        (single-chunk) part.
         """
         if self._table is None:
-            self._table = pa.concat_tables([self.schema.empty_table(), *self.parts])
+            self._table = pa.concat_tables([self.payload.empty_table(), *self.parts])
         return self._table
 
-    def append(self, table: pa.Table, seq: int) -> None:
-        """Add a segment's rows; an id seen before loses its older row (later rows win)."""
+    def append(self, table: pa.Table, seq: int, *, detach: bool = False) -> None:
+        """Add a segment's rows; an id seen before loses its older row (later rows win).
+
+        `detach` copies the payload out of `table`'s buffers: a segment read
+        from disk keeps all its columns in one buffer, so keeping any column
+        of it would keep its embeddings in memory too.
+        """
         table = table.combine_chunks()  # one chunk per part: cheap gathers in `take`
-        self.parts.append(table)
+        vecs = vectors(table)
+        payload = table.drop_columns([EMBEDDING])
+        if detach:
+            payload = payload.take(pa.array(np.arange(payload.num_rows, dtype=np.int64)))
+        self.parts.append(payload)
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
         self._table = None
         ids = table.column("id").to_pylist()
         old = [self.id2row[i] for i in ids if i in self.id2row]
-        rows = self.vec.append(vectors(table))
+        rows = self.vec.append(vecs)
         if old:
             self.vec.kill(np.asarray(old))
         self.id2row.update(zip(ids, rows.tolist(), strict=True))
@@ -165,7 +178,7 @@ class Namespace:
         return np.asarray([self.id2row[i] for i in ids if i in self.id2row], dtype=np.int64)
 
     def _part(self, p: int, column: str | None) -> pa.Table | pa.Array:
-        part = self.parts[p] if self.parts else self.schema.empty_table()
+        part = self.parts[p] if self.parts else self.payload.empty_table()
         return part if column is None else part.column(column).combine_chunks()
 
     def _gather(self, rows: np.ndarray, column: str | None) -> pa.Table | pa.Array:
@@ -209,16 +222,20 @@ class Namespace:
             self.parts[p].slice(r - self.starts[p], 1)
             for r, p in zip(rows.tolist(), parts.tolist(), strict=True)
         ]
-        return pa.concat_tables(pieces) if pieces else self.schema.empty_table()
+        return pa.concat_tables(pieces) if pieces else self.payload.empty_table()
 
     def take_column(self, column: str, rows: np.ndarray) -> pa.Array:
         """One column's values at these row numbers."""
+        if column == EMBEDDING:
+            return embedding_array(self.vec.vectors(rows))
         out: pa.Array = self._gather(rows, column)
         return out
 
     def take(self, rows: np.ndarray) -> pa.Table:
-        """These rows with their current access stats."""
+        """These rows (every column) with their current access stats."""
         t: pa.Table = self._gather(rows, None)
+        i = self.schema.get_field_index(EMBEDDING)
+        t = t.add_column(i, self.schema.field(i), embedding_array(self.vec.vectors(rows)))
         for col, values in (("last_accessed_at", self.last_us), ("access_count", self.count)):
             i = t.schema.get_field_index(col)
             arr = pa.array(values[rows], type=TS if col == "last_accessed_at" else pa.int64())
@@ -411,7 +428,7 @@ def load_namespace(path: Path, params: HnswParams, read_only: bool) -> Namespace
                 if not read_only:
                     (path / f"seg-{seq:08d}.arrow").unlink()
                 continue
-            ns.append(table.replace_schema_metadata(None), seq)
+            ns.append(table.replace_schema_metadata(None), seq, detach=True)
             ns.kill_ids(
                 [i for i in table.column("id").to_pylist() if (i, seq) in dead], persist=False
             )
