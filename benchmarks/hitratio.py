@@ -33,7 +33,7 @@ Traces (times are injected: the selectors see trace time, never the clock):
 
 Capacities: 1%, 5%, 10% and 20% of each trace's distinct keys.
 
-    python -m benchmarks run tiers           # full: 10-45 min on 2 shared cores
+    python -m benchmarks run tiers           # full: ~6 min on 2 shared cores
     python -m benchmarks run tiers --quick   # 1k keys, 2k requests, 2 capacities
     python -m benchmarks.hitratio [--quick]  # the same, standalone
 """

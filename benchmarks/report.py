@@ -508,6 +508,14 @@ def readme(d: Path = RESULTS, path: Path = HERE.parent / "README.md") -> Path:
         "tiermem next to a limit measured in the same run. Details, spreads and plots: "
         "[benchmarks/RESULTS.md](benchmarks/RESULTS.md).",
         "",
+        "Wall time of these runs (2 shared cores): "
+        + ", ".join(
+            f"{name} {r['wall_s']:.0f} s" + (" (with search)" if name == "ingest" else "")
+            for name, r in res.items()
+            if name != "search" and r.get("wall_s")
+        )
+        + ".",
+        "",
         *[f"- {name}: {r['reason']}." for name, r in res.items() if r.get("reason")],
         "",
         *headline(res),

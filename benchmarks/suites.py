@@ -126,7 +126,7 @@ def suite_search(quick: bool, out: Path) -> dict[str, Any]:
         "search": s,
         "goals": [
             goal(
-                f"search p50 vs the faster limit ({lim_name})",
+                f"search p50 (ms) vs the faster limit ({lim_name})",
                 t["p50_ms"] / lim,
                 "<= 1.5x",
                 t["p50_ms"] / lim <= 1.5,
