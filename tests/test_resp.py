@@ -26,9 +26,7 @@ def test_a_refused_command_applies_nothing(redis_client: redis.Redis, prefix: st
     with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
         transaction(redis_client, [("SET", f"{prefix}:a", "1"), ("HSET", f"{prefix}:h", "odd")])
     assert redis_client.exists(f"{prefix}:a") == 0
-    assert transaction(redis_client, [("SET", f"{prefix}:a", "2")]) == [
-        b"OK"
-    ]  # still usable
+    assert transaction(redis_client, [("SET", f"{prefix}:a", "2")]) == [b"OK"]  # still usable
 
 
 def test_a_command_failing_while_running_raises(redis_client: redis.Redis, prefix: str) -> None:
