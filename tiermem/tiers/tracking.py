@@ -62,6 +62,7 @@ class VersionTracker:
         self._ns_of_key: dict[bytes, str] = {}
         self._stop = threading.Event()
         self.healthy = True
+        self.reads = 0  # version GETs issued (a search of an unchanged namespace adds none)
         try:
             self._listener.send_command("CLIENT", "ID")
             self.listener_id = int(self._listener.read_response())
@@ -83,6 +84,7 @@ class VersionTracker:
     def read_version(self, ns: str, key: str) -> Any:
         """GET the version key on the tracking connection (so its changes are pushed)."""
         self._ns_of_key[key.encode()] = ns
+        self.reads += 1
         with self._read_lock:
             try:
                 self._reader.send_command("GET", key)
