@@ -31,7 +31,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SUITES = ("ingest", "search", "tiers", "lifecycle", "cold", "memory", "quality", "peers")
+SUITES = (
+    "ingest", "search", "dedupe", "tiers", "lifecycle", "cold", "memory", "quality", "peers",
+)  # fmt: skip
 PACKAGES = (
     "tiermem", "redis", "hiredis", "usearch", "numpy", "pyarrow", "duckdb", "zstandard",
     "psutil", "matplotlib", "chromadb", "qdrant-client", "lancedb", "pylance",

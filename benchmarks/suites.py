@@ -219,6 +219,23 @@ def suite_memory(quick: bool, out: Path) -> dict[str, Any]:
     }
 
 
+def suite_dedupe(quick: bool, out: Path) -> dict[str, Any]:
+    from benchmarks import dedupe
+
+    r = dedupe.run(quick)
+    r["goals"] = [
+        goal(
+            "dedupe: batched add_many of semantic facts vs one add at a time (facts/s)",
+            r["speedup_vs_one_by_one"],
+            "faster, same outcome",
+            r["same_outcome"] and r["speedup_vs_one_by_one"] > 1,
+            tiermem=r["batched"]["per_s"],
+            limit=r["one_by_one"]["per_s"],
+        )
+    ]
+    return r
+
+
 def suite_quality(quick: bool, out: Path) -> dict[str, Any]:
     from benchmarks import locomo
 

@@ -243,6 +243,7 @@ def _partition(ids: list[str | None]) -> list[int]:
         max_size=12,
     ),
     st.integers(0, 2),  # how many of the items are already stored (added one by one first)
+    st.sampled_from([None, 2]),  # L1 capacity for facts: None, or 2 (writes evict to L2)
 )
 def test_add_many_dedupe_matches_adding_one_by_one(
     open_store: OpenStore,
@@ -250,8 +251,10 @@ def test_add_many_dedupe_matches_adding_one_by_one(
     prefix: str,
     spec: list[tuple[int, int, float, float]],
     pre: int,
+    l1_capacity: int | None,
 ) -> None:
-    """Batched dedupe ends where adding the items one at a time, in order, ends."""
+    """Batched dedupe ends where adding the items one at a time, in order, ends;
+    also when the batch's own writes evict merge targets to L2 meanwhile."""
     items = [
         {
             "text": _TEXTS[t],
@@ -262,8 +265,15 @@ def test_add_many_dedupe_matches_adding_one_by_one(
         for n, (t, c, eps, imp) in enumerate(spec)
     ]
     run = uuid.uuid4().hex[:8]
+    policy = tmp_path / f"{run}.yaml"
+    cap = "" if l1_capacity is None else f"    l1: {{capacity: {l1_capacity}, on_full: evict}}\n"
+    policy.write_text(f"version: 1\nkinds:\n  semantic:\n    dedupe: 0.95\n{cap}")
     batch, single = (
-        open_store(tmp_path / run / name, overrides={"l1.prefix": f"{prefix}:{run}:{name}"})
+        open_store(
+            tmp_path / run / name,
+            policy=str(policy),
+            overrides={"l1.prefix": f"{prefix}:{run}:{name}"},
+        )
         for name in ("batch", "single")
     )
     try:
@@ -273,7 +283,7 @@ def test_add_many_dedupe_matches_adding_one_by_one(
         got = batch.add_many(items[pre:], namespace="q").ids
         want = [single.add(namespace="q", **item).id for item in items[pre:]]
         assert _partition(got) == _partition(want)
-        assert _stored(batch, "q") == _stored(single, "q")
+        assert _stored(batch, "q") == _stored(single, "q")  # one copy each: no stale tier
     finally:
         batch.close()
         single.close()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tiermem import records
+from tiermem import records, schema
 from tiermem.errors import TierMemError
 from tiermem.model import Memory, MemoryIn
 
@@ -116,20 +116,31 @@ def _merge_all(
     row_of: dict[int, Memory],
     out: list[Memory | TierMemError | None],
 ) -> None:
-    """Fold each merging item into its target in order; one row write per target."""
+    """Fold each merging item into its target in order; one row write per target.
+
+    Targets are read again first: writing the batch's new items may have
+    evicted some (an existing memory or a new one) to another tier since the
+    lookup, and the merged version must replace the copy where it is now.
+    """
     e, now = types.engine, types.engine.clock()
+    ids = {
+        m.id for t in targets if isinstance(m := row_of.get(t) if isinstance(t, int) else t, Memory)
+    }
+    fresh: dict[str, Memory] = {}
+    for tier, table in e._find(ids):
+        fresh.update((m.id, m) for m in schema.to_memories(table, tier))
     state: dict[str, Memory] = {}  # target id -> latest merged state
     merges: dict[int, Memory] = {}  # item -> its target right after its merge
     for j, target in enumerate(targets):
         if target is None:
             continue
         old = row_of.get(target) if isinstance(target, int) else target
-        if old is None:  # its target failed to be written: add it on its own
+        current = None if old is None else state.get(old.id, fresh.get(old.id))
+        if current is None:  # its target failed to be written: add it on its own
             out[j] = _alone(types, items[j])
             continue
-        current = state.get(old.id, old)
         merged = records.edited(current, types.merge_changes(current, items[j]), now, bump=True)
-        state[old.id] = merges[j] = merged
+        state[current.id] = merges[j] = merged
     finals = list(state.values())
     for tier in dict.fromkeys(m.tier for m in finals):
         e._put(tier, [m for m in finals if m.tier == tier])
