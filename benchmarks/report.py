@@ -510,6 +510,9 @@ def render(d: Path) -> Path:
             lines += ["", f"![{name}]({rel}{png})"]
     if not made:
         lines += ["", "(no plots: matplotlib is not installed)"]
+    log = d / "perf-log.md"  # hand-kept before/after of the performance work
+    if log.exists():
+        lines += ["", "## Performance work: before and after", "", log.read_text().strip()]
     target.write_text("\n".join(lines) + "\n")
     return target
 
