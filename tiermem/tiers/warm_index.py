@@ -98,12 +98,21 @@ class VectorIndex:
             self.ann.add(rows.astype(np.uint64), self._mat[rows])
         return rows
 
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` rows in all, at once (a load knows its total: one
+        allocation instead of a doubling series whose freed copies fragment the heap)."""
+        if rows > len(self._mat):
+            self._resize(rows)
+
     def _grow(self, need: int) -> None:
         cap = len(self._mat)
         if need <= cap:
             return
         while cap < need:
             cap *= 2  # doubling keeps appends amortised O(1)
+        self._resize(cap)
+
+    def _resize(self, cap: int) -> None:
         mat = np.empty((cap, self.params.dim), dtype=np.float32)
         mat[: self.n] = self._mat[: self.n]
         norms = np.zeros(cap, dtype=np.float32)

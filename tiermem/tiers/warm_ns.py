@@ -420,6 +420,7 @@ def load_namespace(path: Path, params: HnswParams, read_only: bool) -> Namespace
         ns = Namespace(name, path, params)
         segments = _read_segments(ns, read_only)
         base = max((seq for seq, t in segments if _compacted(t)), default=0)
+        ns.vec.reserve(sum(t.num_rows for seq, t in segments if seq >= base))
         tombs = read_tombstones(path / TOMBSTONES, read_only)
         ns.tomb_lines = len(tombs)
         dead = {(i, s) for i, s in tombs if s >= base}
