@@ -112,6 +112,8 @@ def test_metrics_match_a_scripted_workload(mem: tiermem.Engine, clock: FakeClock
     assert value(mem, "tiermem_deletes_total", job_name="demote") == 0
     assert value(mem, "tiermem_job_last_success_timestamp_seconds", job_name="demote") >= started
     assert value(mem, "tiermem_job_interval_seconds", job_name="demote") == 300
+    want = mem.job_intervals()["consolidate"]  # from the policy's consolidate.every
+    assert value(mem, "tiermem_job_interval_seconds", job_name="consolidate") == want
 
     assert value(mem, "tiermem_tier_items", tier="l1") == 2
     assert value(mem, "tiermem_tier_items", tier="l2") == 3

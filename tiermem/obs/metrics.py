@@ -24,7 +24,8 @@ label Prometheus adds to every scraped series):
 - ``tiermem_job_last_success_timestamp_seconds{job_name}`` — unix time of the last run
   without errors; for scheduled jobs it starts at the time metrics started, so a
   job that never succeeds ages from the worker's start
-- ``tiermem_job_interval_seconds{job_name}`` — configured scheduler interval (0: off)
+- ``tiermem_job_interval_seconds{job_name}`` — scheduler interval (0: off), consolidate
+  from the current policy (follows a reload)
 - ``tiermem_redis_up{embedded}``, ``tiermem_redis_ping_seconds{embedded}`` — at scrape
 - ``tiermem_info{version,read_only}`` — always 1
 """
@@ -364,10 +365,10 @@ class _EngineCollector(Collector):
 
         every = GaugeMetricFamily(
             "tiermem_job_interval_seconds",
-            "Configured seconds between runs of each job (0: off)",
+            "Seconds between runs of each job (0: off), as the current policy sets them",
             labels=["job_name"],
         )
-        for job, secs in e.config.scheduler.intervals().items():
+        for job, secs in e.job_intervals().items():
             every.add_metric([job], secs)
         yield every
 
