@@ -69,6 +69,14 @@ def _write_ipc(path: Path, table: pa.Table) -> None:
     _write_durably(path, write)
 
 
+def _map_ipc(path: Path) -> pa.Table:
+    """A segment as a memory-mapped table: for loading only, where `append(detach=True)`
+    copies what it keeps, so the mapping (and its fd) goes once the table does; reading
+    into the heap instead left freed file buffers behind as fragmentation."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
 def _read_ipc(path: Path) -> pa.Table:
     # Read into memory: memory-mapping would keep one fd open per segment.
     return pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all()
@@ -449,7 +457,7 @@ def _read_segments(ns: Namespace, read_only: bool) -> list[tuple[int, pa.Table]]
             if not read_only:
                 entry.unlink()  # a write that never reached its rename
         elif match := SEGMENT_RE.fullmatch(entry.name):
-            table = _read_ipc(entry)
+            table = _map_ipc(entry)
             if not table.schema.equals(ns.schema, check_metadata=False):
                 raise ConfigError(f"{entry}: schema does not match dim={ns.params.dim}")
             out.append((int(match[1]), table))
