@@ -210,8 +210,8 @@ class WarmTier:
         # Durable first, tombstones after: a crash in between leaves a duplicate,
         # never a loss (within a namespace later rows win on load anyway).
         with io_errors("index add", ns.path):
-            ns.append(sub, seq)  # also retires the older rows of these ids here
-        self._home.update(dict.fromkeys(ids, ns))
+            kept = ns.append(sub, seq)  # also retires the older rows of these ids here
+        self._home.update(dict.fromkeys(kept, ns))  # the same str objects as id2row's keys
         ns.tombstone(same)
         for home, old in moved.items():
             home.kill_ids(old, persist=True)

@@ -143,8 +143,9 @@ class Namespace:
             self._table = pa.concat_tables([self.payload.empty_table(), *self.parts])
         return self._table
 
-    def append(self, table: pa.Table, seq: int, *, detach: bool = False) -> None:
+    def append(self, table: pa.Table, seq: int, *, detach: bool = False) -> list[str]:
         """Add a segment's rows; an id seen before loses its older row (later rows win).
+        Returns the ids as `id2row` keys them (callers reuse these str objects).
 
         `detach` copies the payload out of `table`'s buffers: a segment read
         from disk keeps all its columns in one buffer, so keeping any column
@@ -159,7 +160,7 @@ class Namespace:
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
         self._table = None
-        ids = table.column("id").to_pylist()
+        ids: list[str] = table.column("id").to_pylist()
         old = [self.id2row[i] for i in ids if i in self.id2row]
         rows = self.vec.append(vecs)
         if old:
@@ -176,6 +177,7 @@ class Namespace:
         self.superseded = np.concatenate([self.superseded, sup])
         self.any_exp = self.any_exp or exp_col.null_count < len(exp_col)
         self.any_superseded = self.any_superseded or bool(sup.any())
+        return ids
 
     def seq_of(self, row: int) -> int:
         """The seq of the segment holding row number `row`."""
