@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,3 +157,13 @@ class Cli:
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
+
+
+def run_until_killed(child: str, *args: str) -> None:
+    """Run `python -c child *args` (no inherited failpoint); it must die by SIGKILL,
+    i.e. at the failpoint it arms itself."""
+    env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", child, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tiermem
-from tests.conftest import DIM, OpenStore
+from tests.conftest import DIM, OpenStore, run_until_killed
 from tiermem import schema
 from tiermem.failpoints import COMPACT_STEPS
 from tiermem.tiers import cold
@@ -140,15 +136,7 @@ def test_kill_during_compaction_loses_nothing(
 ) -> None:
     path = tmp_path / "store"
     path.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), redis_url, prefix, point],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    run_until_killed(CHILD, str(path), redis_url, prefix, point)
     acked = json.loads((path / "acked.json").read_text())
 
     mem = open_store(path)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +11,7 @@ import numpy as np
 import pytest
 
 import tiermem
-from tests.conftest import DIM, OpenStore
+from tests.conftest import DIM, OpenStore, run_until_killed
 from tiermem.consolidate import CallableSummarizer, ExtractiveSummarizer, span_note
 from tiermem.failpoints import CONSOLIDATE_STEPS
 
@@ -238,12 +234,7 @@ def test_kill_during_consolidation_converges(
 ) -> None:
     path = tmp_path / "store"
     path.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), redis_url, prefix, point],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    run_until_killed(CHILD, str(path), redis_url, prefix, point)
     acked = json.loads((path / "acked.json").read_text())
     mem = open_store(path)
 

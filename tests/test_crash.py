@@ -9,17 +9,13 @@ memory must be present exactly once, intact, with no journal left over.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import tiermem
-from tests.conftest import DIM, OpenStore
+from tests.conftest import DIM, OpenStore, run_until_killed
 from tiermem.failpoints import STEPS
 
 CHILD = textwrap.dedent(
@@ -61,15 +57,7 @@ def test_kill_during_move_loses_nothing(
 ) -> None:
     path = tmp_path / "store"
     path.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "TIERMEM_FAILPOINT"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), redis_url, prefix, src, dst, "25", point],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    run_until_killed(CHILD, str(path), redis_url, prefix, src, dst, "25", point)
     acked = json.loads((path / "acked.json").read_text())
     assert len(acked) == 25
 

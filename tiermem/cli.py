@@ -40,6 +40,9 @@ ConfigOpt = Annotated[
 ]
 NsOpt = Annotated[str, typer.Option("--ns", help="Namespace (tenant), e.g. user:alice.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobArg = Annotated[
+    str, typer.Argument(help="demote, promote, expire, consolidate, compact or checkpoint.")
+]
 DEFAULT_PATH = Path(".tiermem")
 
 
@@ -198,7 +201,7 @@ def _cell(value: Any) -> str:
 
 @app.command()
 def plan(
-    job: Annotated[str, typer.Argument(help="demote, promote, expire, compact or checkpoint.")],
+    job: JobArg,
     path: PathOpt = DEFAULT_PATH,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -220,7 +223,7 @@ def plan(
 
 @app.command()
 def run(
-    job: Annotated[str, typer.Argument(help="demote, promote, expire, compact or checkpoint.")],
+    job: JobArg,
     path: PathOpt = DEFAULT_PATH,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,

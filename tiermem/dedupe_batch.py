@@ -90,11 +90,12 @@ def _units(items: Sequence[MemoryIn]) -> np.ndarray:
 def add_deduped(types: MemTypes, items: Sequence[MemoryIn]) -> list[Memory | TierMemError]:
     """Add deduplicated-kind items (embedded already) as a batch; results in order."""
     e = types.engine
-    thresholds = [types.threshold(item) for item in items]
-    if any(t is None for t in thresholds):
-        raise ValueError("add_deduped takes items of deduplicated kinds only")
-    found = types.lookup(items)
-    targets = decide(items, [t for t in thresholds if t is not None], found)
+    thresholds: list[float] = []
+    for item in items:
+        if (t := types.threshold(item)) is None:
+            raise ValueError("add_deduped takes items of deduplicated kinds only")
+        thresholds.append(t)
+    targets = decide(items, thresholds, types.lookup(items))
     new = [j for j, target in enumerate(targets) if target is None]
     written, errors = e._write([items[j] for j in new])
     out: list[Memory | TierMemError | None] = [None] * len(items)
@@ -106,7 +107,7 @@ def add_deduped(types: MemTypes, items: Sequence[MemoryIn]) -> list[Memory | Tie
         out[j] = row_of[j] = memory
     types.index(list(row_of.values()))
     _merge_all(types, items, targets, row_of, out)
-    return [x if x is not None else TierMemError("not written") for x in out]
+    return filled(out)
 
 
 def _merge_all(
@@ -155,3 +156,11 @@ def _alone(types: MemTypes, item: MemoryIn) -> Memory | TierMemError:
         return types.add(item)
     except TierMemError as exc:
         return exc
+
+
+def filled(out: list[Memory | TierMemError | None]) -> list[Memory | TierMemError]:
+    """`out` once every item has its result (a None left is a bug, not an outcome)."""
+    done = [x for x in out if x is not None]
+    if len(done) != len(out):
+        raise AssertionError("an item of the batch got no result")
+    return done

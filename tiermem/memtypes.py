@@ -163,7 +163,7 @@ class MemTypes:
                         out[i] = self.add(item)
                     except TierMemError as exc:
                         out[i] = exc
-        return [x for x in out if x is not None]
+        return dedupe_batch.filled(out)
 
     def _with_vector(self, item: MemoryIn) -> MemoryIn:
         vec = records.embed_items([item], self.engine.embedder, self.engine.dim)[0]

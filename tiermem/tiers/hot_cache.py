@@ -77,14 +77,12 @@ class SearchCache:
         return rows.append_column(SCORE, pa.array(scores[top], pa.float64()))
 
     def changed(self, namespaces: Iterable[str]) -> None:
-        """This process wrote to these namespaces: their next search revalidates."""
-        namespaces = list(namespaces)
+        """This process wrote to these namespaces: their next search revalidates.
+
+        Only tracking needs telling: validating already reads the version each time.
+        """
         if self._tracker is not None:
             self._tracker.changed(namespaces)
-        for ns in namespaces:
-            entry = self._entries.get(ns)
-            if entry is not None:
-                entry.gen = -1  # never equal to a tracker generation
 
     def drop(self, namespace: str) -> None:
         """Forget the namespace's copy."""
