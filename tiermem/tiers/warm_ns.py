@@ -10,27 +10,31 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiermem.errors import ConfigError, TierUnavailable
+from tiermem.errors import ConfigError
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.schema import TS, embedding_array, schema, vectors
-from tiermem.tiers.warm_index import HnswParams, VectorIndex, fsync_path, normalise
+from tiermem.tiers.warm_files import (
+    NAME_FILE,
+    append_tombstones,
+    io_errors,
+    map_ipc,
+    read_tombstones,
+    write_durably,
+    write_ipc,
+)
+from tiermem.tiers.warm_index import HnswParams, VectorIndex, normalise
 
-NAME_FILE = "namespace"
 TOMBSTONES = "tombstones.log"
 ACCESS = "access.arrow"
 COMPACTED = b"tiermem.compacted"
@@ -39,69 +43,6 @@ TRIVIAL = Filter(include_superseded=True)  # passes every live row
 NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
 EMBEDDING = "embedding"
 FEW_ROWS = 64  # gathers up to this many rows slice instead of `take`
-
-
-@contextmanager
-def io_errors(what: str, path: Path) -> Iterator[None]:
-    """Translate file, Arrow and usearch failures into TierUnavailable naming `path`."""
-    try:
-        yield
-    except (OSError, pa.ArrowException, RuntimeError) as exc:
-        raise TierUnavailable(f"L2 warm tier: {what} failed at {path}: {exc}") from exc
-
-
-def _write_durably(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via `write(file)` to a temp name, fsync, rename over `path`, fsync the dir."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    fsync_path(path.parent, directory=True)
-
-
-def _write_ipc(path: Path, table: pa.Table) -> None:
-    def write(fh: BinaryIO) -> None:
-        with pa.ipc.new_file(fh, table.schema) as writer:
-            writer.write_table(table)
-
-    _write_durably(path, write)
-
-
-def _map_ipc(path: Path) -> pa.Table:
-    """A segment as a memory-mapped table: for loading only, where `append(detach=True)`
-    copies what it keeps, so the mapping (and its fd) goes once the table does; reading
-    into the heap instead left freed file buffers behind as fragmentation."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
-def _read_ipc(path: Path) -> pa.Table:
-    # Read into memory: memory-mapping would keep one fd open per segment.
-    return pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all()
-
-
-def write_namespace_name(path: Path, name: str) -> None:
-    """Record the namespace string in its directory."""
-    _write_durably(path / NAME_FILE, lambda fh: fh.write(name.encode()))
-
-
-def read_tombstones(path: Path, read_only: bool) -> list[tuple[str, int]]:
-    """(id, seq) entries; a torn last line (no newline) is ignored, malformed lines too."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    end = data.rfind(b"\n") + 1
-    if end < len(data) and not read_only:
-        os.truncate(path, end)  # so the next append starts on a fresh line
-    out = []
-    for line in data[:end].decode("utf-8", "replace").splitlines():
-        id_, tab, seq = line.partition("\t")
-        if tab and seq.isdigit():
-            out.append((id_, int(seq)))
-    return out
 
 
 class Namespace:
@@ -277,22 +218,13 @@ class Namespace:
             table = table.replace_schema_metadata({COMPACTED: b"1"})
         path = self.path / f"seg-{seq:08d}.arrow"
         with io_errors("segment write", path):
-            _write_ipc(path, table)
+            write_ipc(path, table)
 
     def tombstone(self, entries: list[tuple[str, int]]) -> None:
         """Append (id, seq) tombstones durably."""
         if not entries:
             return
-        path = self.path / TOMBSTONES
-        body = "".join(f"{i}\t{s}\n" for i, s in entries).encode()
-        with io_errors("tombstone append", path):
-            new = not path.exists()
-            with open(path, "ab") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if new:
-                fsync_path(self.path, directory=True)
+        append_tombstones(self.path / TOMBSTONES, entries)
         self.tomb_lines += len(entries)
 
     def kill_ids(self, ids: list[str], *, persist: bool) -> None:
@@ -317,7 +249,7 @@ class Namespace:
             }
         )
         with io_errors("access stats write", self.path / ACCESS):
-            _write_ipc(self.path / ACCESS, table)
+            write_ipc(self.path / ACCESS, table)
 
     def covers(self) -> dict[str, object]:
         """What a saved index must have been built from to be reused."""
@@ -350,7 +282,7 @@ class Namespace:
         with io_errors("compaction cleanup", self.path):
             for old in self.seqs:
                 (self.path / f"seg-{old:08d}.arrow").unlink(missing_ok=True)
-            _write_durably(self.path / TOMBSTONES, lambda fh: None)
+            write_durably(self.path / TOMBSTONES, lambda fh: None)
             self.vec.drop_ann(self.path)  # row numbers changed; rebuilt lazily
         return new
 
@@ -459,7 +391,7 @@ def _read_segments(ns: Namespace, read_only: bool) -> list[tuple[int, pa.Table]]
             if not read_only:
                 entry.unlink()  # a write that never reached its rename
         elif match := SEGMENT_RE.fullmatch(entry.name):
-            table = _map_ipc(entry)
+            table = map_ipc(entry)
             if not table.schema.equals(ns.schema, check_metadata=False):
                 raise ConfigError(f"{entry}: schema does not match dim={ns.params.dim}")
             out.append((int(match[1]), table))
@@ -470,7 +402,7 @@ def _load_access(ns: Namespace) -> None:
     path = ns.path / ACCESS
     if not path.exists():
         return
-    t = _read_ipc(path)
+    t = map_ipc(path)
     last = t.column("last_accessed_at").cast(pa.int64()).to_numpy()
     count = t.column("access_count").to_numpy()
     for j, (id_, seq) in enumerate(
