@@ -112,7 +112,7 @@ CHILD = textwrap.dedent(
     path, url, prefix, point = sys.argv[1:5]
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
-                          "moves.batch": 10}})
+                          "moves.batch": 10, "moves.cold_batch": 10}})
     res = mem.add_many([{{"text": f"memory {{i}}"}} for i in range(30)], namespace="c")
     ids = [i for i in res.ids if i]
     other = [i for i in mem.add_many([{{"text": "x"}}] * 3, namespace="d").ids if i]

@@ -196,7 +196,7 @@ CHILD = textwrap.dedent(
     path, url, prefix, point = sys.argv[1:5]
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
-                          "moves.batch": 2}})
+                          "moves.batch": 2, "moves.cold_batch": 2}})
     def unit(seed, eps=0.0, s2=0):
         v = np.random.default_rng(seed).standard_normal({dim}).astype(np.float32)
         v /= np.linalg.norm(v)

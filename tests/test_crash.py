@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     path, url, prefix, src, dst, n = sys.argv[1:7]
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
-                          "moves.batch": 10}})
+                          "moves.batch": 10, "moves.cold_batch": 10}})
     items = [{{"text": f"memory number {{i}}"}} for i in range(int(n))]
     res = mem.add_many(items, namespace="crash")
     ids = [i for i in res.ids if i]

@@ -327,3 +327,31 @@ def test_put_new_skips_nothing_visible_and_locate(
         **dict.fromkeys(a.column("id").to_pylist(), "a"),
         **dict.fromkeys(b.column("id").to_pylist(), "b"),
     }
+
+
+def test_light_fields_match_the_full_rows(tier: HotTier, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`light` (the demote snapshot's read: no text, no vectors) agrees with `scan`."""
+    from tiermem.lifecycle import snapshot
+
+    monkeypatch.setattr("tiermem.tiers.hot.BATCH", 4)  # several round trips
+    t = make_table(
+        "a",
+        9,
+        expires_at=[None, T0 + timedelta(days=1), *[None] * 7],
+        superseded_by=[None, "x-1", *[None] * 7],
+        pinned=[True, *[False] * 8],
+        metadata=[sch.dump_metadata({"k": "v ✓"}), *["{}"] * 8],
+    )
+    tier.put(t)
+    tier.touch([t.column("id")[2].as_py()] * 2, T0 + timedelta(hours=1))
+    cols, sizes, hits = tier.light("a")
+    full = pa.concat_tables(list(tier.scan("a")))
+    want_cols, want_sizes = snapshot._columns(full)
+    assert by_id_cols(cols, sizes) == by_id_cols(want_cols, want_sizes)
+    assert set(hits) == {t.column("id")[2].as_py()} and len(hits[t.column("id")[2].as_py()]) == 2
+    assert tier.light("nobody") == ({n: [] for n in cols}, [], {})
+
+
+def by_id_cols(cols: dict[str, list[Any]], sizes: list[int]) -> dict[str, tuple[Any, ...]]:
+    names = sorted(cols)
+    return {cols["id"][i]: (*(cols[n][i] for n in names), sizes[i]) for i in range(len(cols["id"]))}

@@ -236,3 +236,16 @@ def test_reload_policy_accepts_good_and_rejects_bad(open_store: OpenStore, tmp_p
     assert mem.reload_policy() is True
     assert mem.policy.for_kind("episodic").l1.capacity == 20
     assert mem.lifecycle.policy is mem.policy  # jobs plan with the new rules
+
+
+@pytest.mark.parametrize(("cold_batch", "files"), [(None, 1), (4, 3)])
+def test_moves_into_l3_use_their_own_batch(
+    open_store: OpenStore, cold_batch: int | None, files: int
+) -> None:
+    """Each batch into L3 writes a file per namespace: `moves.cold_batch` sets how many."""
+    extra = {"moves.batch": 3} | ({} if cold_batch is None else {"moves.cold_batch": cold_batch})
+    mem = open_store(overrides=extra)
+    ids = mem.add_many([{"text": f"fact {i}"} for i in range(10)], namespace="n").ids
+    assert mem.mover.move("l1", "l3", [i for i in ids if i]) == 10
+    assert len(mem.backends.l3.files("n")) == files
+    assert {m.tier for m in mem.scan(namespace="n")} == {"l3"}

@@ -1,11 +1,12 @@
-"""`tiers.resp.transaction` (pre-packed MULTI/EXEC) against a real Redis."""
+"""`tiers.resp` (pre-packed MULTI/EXEC and read pipelines) against a real Redis."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from tiermem.tiers.resp import transaction
+from tiermem.tiers.hot_codec import hash_rows
+from tiermem.tiers.resp import pipeline, transaction
 
 
 def test_applies_every_command_and_returns_exec_replies(
@@ -34,3 +35,24 @@ def test_a_command_failing_while_running_raises(redis_client: redis.Redis, prefi
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         transaction(redis_client, [("HSET", f"{prefix}:s", "f", "v")])
     assert redis_client.get(f"{prefix}:s") == b"x"
+
+
+def test_pipeline_returns_raw_replies_in_order(redis_client: redis.Redis, prefix: str) -> None:
+    h = f"{prefix}:ph"
+    redis_client.hset(h, mapping={"a": b"\x00\xff", "n": 7})
+    got = pipeline(
+        redis_client,
+        [("HGETALL", h), ("HMGET", h, "n", "nope"), ("HSTRLEN", h, "a"), ("GET", h + "x")],
+    )
+    assert hash_rows(got[:1]) == [{b"a": b"\x00\xff", b"n": b"7"}]  # RESP2 list or RESP3 map
+    assert got[1:] == [[b"7", None], 2, None]
+    assert pipeline(redis_client, []) == []
+
+
+def test_pipeline_error_raises_and_the_pool_stays_usable(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    redis_client.set(f"{prefix}:s", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        pipeline(redis_client, [("HGETALL", f"{prefix}:s"), ("GET", f"{prefix}:s")])
+    assert pipeline(redis_client, [("GET", f"{prefix}:s")]) == [b"x"]  # no stale replies

@@ -77,7 +77,13 @@ class EngineCore:
             self.format = check_format(self.path, config, create=not read_only)
             self._embedder = self._check_embedder(embedder)
             self._b: Backends | None = open_backends(self.path, config, self.format, read_only)
-            self.mover = Mover(self._b.tiers, self.path / "moves", config.moves.batch, self.clock)
+            self.mover = Mover(
+                self._b.tiers,
+                self.path / "moves",
+                config.moves.batch,
+                self.clock,
+                cold_batch=config.moves.cold_batch,
+            )
             if not read_only:
                 self.mover.recover()
             self.hits = HitLog(None if read_only else self.path / "hits.arrow")

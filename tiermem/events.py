@@ -37,10 +37,10 @@ class EventLog:
         """Durably append one batch of actions of a job run."""
         if not actions:
             return
-        lines = []
-        for a in actions:
-            event = {"at": at.isoformat(), "run": run, "job": job, **a.model_dump(mode="json")}
-            lines.append(json.dumps(event, separators=(",", ":")))
+        head = {"at": at.isoformat(), "run": run, "job": job}
+        # an Action's fields are all str or None: its __dict__ is its JSON (model_dump
+        # costs ~4 µs an action, a tenth of a large demote)
+        lines = [json.dumps({**head, **a.__dict__}, separators=(",", ":")) for a in actions]
         torn = self._torn()
         with open(self.path, "a", encoding="utf-8") as fh:
             # after a crash mid-append, start on a fresh line so this batch stays readable

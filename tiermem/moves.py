@@ -89,24 +89,35 @@ class Mover:
     """Moves memories between tiers in batches, journaled (see module doc)."""
 
     def __init__(
-        self, tiers: Mapping[TierName, Tier], journal_dir: Path, batch: int, clock: Clock
+        self,
+        tiers: Mapping[TierName, Tier],
+        journal_dir: Path,
+        batch: int,
+        clock: Clock,
+        cold_batch: int | None = None,
     ) -> None:
         self.tiers = tiers
         self.journal = Journal(journal_dir)
         self.batch = batch
+        self.cold_batch = cold_batch or batch
         self.clock = clock
+
+    def batch_for(self, dst: TierName) -> int:
+        """Memories per batch of a move into `dst` (L3 has its own, larger size)."""
+        return self.cold_batch if dst == "l3" else self.batch
 
     def move(self, src: TierName, dst: TierName, ids: Sequence[str]) -> int:
         """Move the ids held in `src` to `dst`; returns how many moved."""
         if src == dst:
             return 0
+        size = self.batch_for(dst)
         locate = getattr(self.tiers[src], "locate", None)
-        if locate is not None and len(ids) > self.batch:
+        if locate is not None and len(ids) > size:
             where: dict[str, str] = locate(ids)
             ids = sorted(ids, key=lambda i: where.get(i, ""))  # stable: order kept within one
         moved = 0
-        for start in range(0, len(ids), self.batch):
-            moved += self._move_batch(src, dst, ids[start : start + self.batch])
+        for start in range(0, len(ids), size):
+            moved += self._move_batch(src, dst, ids[start : start + size])
         return moved
 
     def _move_batch(self, src: TierName, dst: TierName, ids: Sequence[str]) -> int:

@@ -120,7 +120,7 @@ def to_memories(
     mat = vectors(table)
     cols = {n: _values(table.column(n)) for n in _PLAIN}
     for n in _TIMES:
-        cols[n] = _datetimes(table.column(n))
+        cols[n] = datetimes(table.column(n))
     cols["metadata"] = [json.loads(x) for x in cols["metadata"]]
     if accessed_at is not None:
         cols["last_accessed_at"] = [accessed_at] * table.num_rows
@@ -139,7 +139,7 @@ def _values(col: pa.ChunkedArray) -> list[Any]:
     return [None] * len(col) if col.null_count == len(col) else col.to_pylist()
 
 
-def _datetimes(col: pa.ChunkedArray) -> list[datetime | None]:
+def datetimes(col: pa.ChunkedArray) -> list[datetime | None]:
     """A timestamp column as aware datetimes (None for nulls).
 
     Arrow's own tz-aware conversion costs ~4 µs a value; going through

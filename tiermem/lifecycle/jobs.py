@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 
@@ -23,7 +23,7 @@ from tiermem.errors import TierMemError, ValidationError
 from tiermem.events import EventLog
 from tiermem.lifecycle import planners, snapshot
 from tiermem.lifecycle.policy import Policy
-from tiermem.model import KINDS, TIERS, Action, JobReport, Plan
+from tiermem.model import KINDS, TIERS, Action, JobReport, Plan, TierName
 from tiermem.moves import Mover
 
 JOBS = ("demote", "promote", "expire", "consolidate", "compact", "checkpoint")
@@ -50,15 +50,9 @@ class Lifecycle:
     summarizer: consolidate.Summarizer = field(default_factory=consolidate.ExtractiveSummarizer)
 
     def _demote_groups(self) -> list[planners.Group]:
-        b, dim = self.backends, self.dim
-        groups = snapshot.hot_groups(b.l1, dim) + snapshot.warm_groups(b.l2, dim, self.hits)
-        out = []
-        for g in groups:
-            passed = self.passes.get((g.tier, g.namespace, g.kind))
-            if passed is not None:
-                g = replace(g, items=tuple(replace(i, passed_at=passed) for i in g.items))
-            out.append(g)
-        return out
+        b, dim, passes = self.backends, self.dim, self.passes
+        hot = snapshot.hot_groups(b.l1, dim, passes=passes)
+        return hot + snapshot.warm_groups(b.l2, dim, self.hits, passes)
 
     def plan(self, job: str, now: datetime) -> Plan:
         """What `job` would do at `now`; changes nothing."""
@@ -119,7 +113,7 @@ class Lifecycle:
         fields = {"job": job, "run": run_id}  # correlation id: also in events and spans
         log.info("job %s run %s: %d actions", job, run_id, len(actions), extra=fields)
         done = 0
-        for batch in _batches(actions, self.batch):
+        for batch in _batches(actions, self.mover.batch_for):
             try:
                 self._apply(batch, report)
                 self.events.append(run_id, job, now, batch)
@@ -173,12 +167,12 @@ _MAINTENANCE = {
 }
 
 
-def _batches(actions: Sequence[Action], size: int) -> list[list[Action]]:
-    """Runs of the same (action, src, dst), cut to `size`; namespaces kept together
-    (a destination writes one file per namespace per batch)."""
+def _batches(actions: Sequence[Action], size_for: Callable[[TierName], int]) -> list[list[Action]]:
+    """Runs of the same (action, src, dst), cut to the mover's batch size for dst;
+    namespaces kept together (a destination writes one file per namespace per batch)."""
     out: list[list[Action]] = []
     ordered = sorted(actions, key=lambda a: (a.action, a.src, a.dst or "", a.namespace))
-    for _, run in groupby(ordered, key=lambda a: (a.action, a.src, a.dst)):
-        items = list(run)
+    for (_, src, dst), run in groupby(ordered, key=lambda a: (a.action, a.src, a.dst)):
+        items, size = list(run), size_for(dst or src)
         out += [items[i : i + size] for i in range(0, len(items), size)]
     return out

@@ -1,43 +1,59 @@
 """Building the stats snapshots that planners read, from the tiers.
 
-L1 and L2 are scanned (both bounded and cheap: Redis hashes, in-memory
-Arrow); L3 is read through DuckDB with only the light columns, never the
-vectors. Recent hits come from Redis for L1 and the writer's HitLog for
+L1 is read field by field (the light fields only: no text, no vectors),
+L2 scanned (in-memory Arrow), L3 read through DuckDB with only the light
+columns. Recent hits come from Redis for L1 and the writer's HitLog for
 L2/L3.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tiermem import schema as sch
 from tiermem.access import HitLog
 from tiermem.ids import from_us
 from tiermem.lifecycle.planners import Group
 from tiermem.lifecycle.stats import ItemStats
 from tiermem.model import TierName
+from tiermem.tiers import hot_codec as codec
 from tiermem.tiers.cold import ColdTier
 from tiermem.tiers.hot import HotTier
 from tiermem.tiers.warm import WarmTier
 
-LIGHT = (
-    "id", "namespace", "kind", "created_at", "tiered_at", "last_accessed_at", "access_count",
-    "importance", "expires_at", "pinned", "superseded_by",
-)  # fmt: skip
+LIGHT = codec.LIGHT
+_TIMES = ("created_at", "tiered_at", "last_accessed_at", "expires_at")
+Passes = Mapping[tuple[str, str, str], datetime]
+"""When demote last passed over each (tier, namespace, kind) group (`ItemStats.passed_at`)."""
 
 
-def _items(table: pa.Table, dim: int, hits: dict[str, list[int]]) -> Iterator[ItemStats]:
+def _columns(table: pa.Table) -> tuple[dict[str, list[Any]], list[int]]:
+    """The LIGHT columns of a tier's rows as Python values, and text + metadata bytes."""
+    cols = {c: sch.datetimes(table[c]) if c in _TIMES else table[c].to_pylist() for c in LIGHT}
     size = pc.add(pc.binary_length(table["text"]), pc.binary_length(table["metadata"]))
-    cols = {c: table[c].to_pylist() for c in LIGHT}
-    for i, extra in enumerate(size.to_pylist()):
-        id_ = cols["id"][i]
+    return cols, size.to_pylist()
+
+
+def _items(
+    tier: TierName,
+    cols: dict[str, list[Any]],
+    sizes: list[int],
+    dim: int,
+    hits: dict[str, list[int]],
+    passes: Passes | None = None,
+) -> Iterator[ItemStats]:
+    passes = passes or {}
+    for i, extra in enumerate(sizes):
+        id_, ns, kind = cols["id"][i], cols["namespace"][i], cols["kind"][i]
         yield ItemStats(
             id=id_,
-            namespace=cols["namespace"][i],
-            kind=cols["kind"][i],
+            namespace=ns,
+            kind=kind,
             created_at=cols["created_at"][i],
             inserted_at=cols["tiered_at"][i],
             last_accessed_at=cols["last_accessed_at"][i],
@@ -48,7 +64,15 @@ def _items(table: pa.Table, dim: int, hits: dict[str, list[int]]) -> Iterator[It
             pinned=cols["pinned"][i],
             size=int(extra) + 4 * dim,
             superseded=cols["superseded_by"][i] is not None,
+            passed_at=passes.get((tier, ns, kind)),
         )
+
+
+def _table_items(
+    tier: TierName, table: pa.Table, dim: int, hits: dict[str, list[int]], passes: Passes | None
+) -> Iterator[ItemStats]:
+    cols, sizes = _columns(table)
+    return _items(tier, cols, sizes, dim, hits, passes)
 
 
 def _grouped(tier: TierName, items: Iterable[ItemStats]) -> list[Group]:
@@ -58,24 +82,26 @@ def _grouped(tier: TierName, items: Iterable[ItemStats]) -> list[Group]:
     return [Group(tier, ns, kind, tuple(v)) for (ns, kind), v in sorted(by_key.items())]
 
 
-def hot_groups(l1: HotTier, dim: int, namespaces: Iterable[str] | None = None) -> list[Group]:
-    """L1 groups, with each record's recent hits from Redis."""
+def hot_groups(
+    l1: HotTier, dim: int, namespaces: Iterable[str] | None = None, passes: Passes | None = None
+) -> list[Group]:
+    """L1 groups from the light fields and recent hits in Redis (no text, no vectors)."""
     out: list[Group] = []
     for ns in sorted(namespaces if namespaces is not None else l1.namespaces()):
-        tables = list(l1.scan(ns))
-        ids = [i for t in tables for i in t["id"].to_pylist()]
-        hits = l1.recent_hits(ids)
-        out += _grouped("l1", (s for t in tables for s in _items(t, dim, hits)))
+        cols, sizes, hits = l1.light(ns)
+        out += _grouped("l1", _items("l1", cols, sizes, dim, hits, passes))
     return out
 
 
-def warm_groups(l2: WarmTier, dim: int, hits: HitLog) -> list[Group]:
+def warm_groups(l2: WarmTier, dim: int, hits: HitLog, passes: Passes | None = None) -> list[Group]:
     """L2 groups, with recent hits from the writer's HitLog."""
     out: list[Group] = []
     for ns in sorted(l2.namespaces()):
         tables = list(l2.scan(ns))
         ids = [i for t in tables for i in t["id"].to_pylist()]
-        out += _grouped("l2", (s for t in tables for s in _items(t, dim, hits.get(ids))))
+        recent = hits.get(ids)
+        items = (s for t in tables for s in _table_items("l2", t, dim, recent, passes))
+        out += _grouped("l2", items)
     return out
 
 
@@ -85,7 +111,7 @@ def cold_groups(l3: ColdTier, dim: int, hits: HitLog) -> list[Group]:
     if table is None:
         return []
     ids = table["id"].to_pylist()
-    return _grouped("l3", _items(table, dim, hits.get(ids)))
+    return _grouped("l3", _table_items("l3", table, dim, hits.get(ids), None))
 
 
 def promote_candidates(
@@ -96,12 +122,14 @@ def promote_candidates(
     ids = hits.ids()
     out: list[tuple[TierName, ItemStats]] = []
     found: set[str] = set()
-    for name, tier in (("l2", l2), ("l3", l3)):
+    pairs: tuple[tuple[TierName, WarmTier | ColdTier], ...] = (("l2", l2), ("l3", l3))
+    for name, tier in pairs:
         todo = [i for i in ids if i not in found]
         if not todo:
             break
         table = tier.get(todo)
-        for item in _items(table, dim, hits.get(table["id"].to_pylist())):
-            out.append((name, item))  # type: ignore[arg-type]
+        recent = hits.get(table["id"].to_pylist())
+        for item in _table_items(name, table, dim, recent, None):
+            out.append((name, item))
             found.add(item.id)
     return out

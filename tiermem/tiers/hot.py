@@ -19,7 +19,6 @@ large put costs a few round trips. Redis errors never leak: they surface as
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,7 +26,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 
 from tiermem import schema as sch
@@ -35,6 +33,7 @@ from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import KINDS, TierName, TierStats
+from tiermem.tiers import hot_codec as codec
 from tiermem.tiers import resp
 from tiermem.tiers.hot_cache import CacheMode, SearchCache
 from tiermem.tiers.keys import Keys
@@ -42,10 +41,6 @@ from tiermem.tiers.keys import Keys
 BATCH = 1000  # records per MULTI/EXEC or pipelined read
 UNINDEX_COMMANDS = len(KINDS) + 4  # commands `_unindex` queues per namespace
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
-_TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at", "tiered_at")
-_JSON_COLS = ("source_ids",)
-_BOOL_COLS = ("pinned",)
-_INT_COLS = ("access_count", "version")
 
 # Touch must not resurrect a record deleted since we looked up its
 # namespace, hence the EXISTS check inside one atomic script.
@@ -112,49 +107,6 @@ def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
         yield seq[i : i + BATCH]
 
 
-def _encode_columns(table: pa.Table) -> dict[str, list[Any]]:
-    """Each column as a list of Redis values (None = field omitted)."""
-    cols: dict[str, list[Any]] = {}
-    for name in sch.COLUMNS:
-        col = table.column(name)
-        if name == "embedding":
-            mat = sch.vectors(table).astype("<f4", copy=False)
-            buf, step = mat.tobytes(), mat.shape[1] * 4
-            cols[name] = [buf[i : i + step] for i in range(0, len(buf), step)]
-        elif name in _TS_COLS:
-            cols[name] = pc.cast(col, pa.int64()).to_pylist()
-        elif name in _BOOL_COLS:
-            cols[name] = [None if v is None else (b"1" if v else b"0") for v in col.to_pylist()]
-        elif name in _JSON_COLS:
-            cols[name] = [
-                json.dumps(v, separators=(",", ":")) if v else "[]" for v in col.to_pylist()
-            ]
-        else:
-            cols[name] = col.to_pylist()
-    return cols
-
-
-def _decode_rows(dim: int, rows: list[dict[bytes, bytes]]) -> pa.Table:
-    """HGETALL results (non-empty) as a table of `schema(dim)`."""
-    cols: dict[str, Any] = {}
-    for name in sch.COLUMNS:
-        raw = [h.get(name.encode()) for h in rows]
-        if name == "embedding":
-            buf = b"".join(v or b"" for v in raw)
-            cols[name] = np.frombuffer(buf, dtype="<f4").reshape(len(rows), dim)
-        elif name in _TS_COLS or name in _INT_COLS:
-            cols[name] = [None if v is None else int(v) for v in raw]
-        elif name in _BOOL_COLS:
-            cols[name] = [v == b"1" for v in raw]
-        elif name in _JSON_COLS:
-            cols[name] = [json.loads(v) if v else [] for v in raw]
-        elif name == "importance":
-            cols[name] = [float(v) for v in raw]  # type: ignore[arg-type]
-        else:
-            cols[name] = [None if v is None else v.decode() for v in raw]
-    return sch.from_columns(dim, cols)
-
-
 class HotTier:
     """L1 on a Redis client created by the caller (decode_responses=False).
 
@@ -194,7 +146,7 @@ class HotTier:
             self._put_batch(table.slice(start, BATCH), new)
 
     def _put_batch(self, table: pa.Table, new: bool = False) -> None:
-        cols = _encode_columns(table)
+        cols = codec.encode_columns(table)
         names = [(n, cols[n]) for n in sch.COLUMNS]
         ids, nss = cols["id"], cols["namespace"]
         last, acc, kinds, tiered = (
@@ -308,11 +260,33 @@ class HotTier:
         """Rows for (id, namespace) pairs, pipelined; vanished records skipped."""
         rows: list[dict[bytes, bytes]] = []
         for start in range(0, len(pairs), BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            for id_, ns in pairs[start : start + BATCH]:
-                pipe.hgetall(self.keys.record(ns, id_))
-            rows.extend(h for h in pipe.execute() if h)
-        return _decode_rows(self.dim, rows)
+            chunk = pairs[start : start + BATCH]
+            commands = [("HGETALL", self.keys.record(ns, id_)) for id_, ns in chunk]
+            rows.extend(codec.hash_rows(resp.pipeline(self.client, commands)))
+        return codec.decode_rows(self.dim, rows)
+
+    @_guarded
+    def light(self, namespace: str) -> tuple[dict[str, list[Any]], list[int], dict[str, list[int]]]:
+        """The lifecycle's view of every record of `namespace`: no text, no vector.
+
+        (LIGHT columns, text + metadata bytes, id -> recent hits): see
+        `hot_codec.decode_light`. One round trip per `BATCH` records.
+        """
+        cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
+        sizes: list[int] = []
+        hits: dict[str, list[int]] = {}
+        for chunk in _chunks(self.ids(namespace)):
+            commands: list[resp.Command] = []
+            for id_ in chunk:
+                key = self.keys.record(namespace, id_)
+                commands += [("HMGET", key, *codec.LIGHT_FIELDS), ("HSTRLEN", key, "text")]
+                commands.append(("HSTRLEN", key, "metadata"))
+            part, part_sizes, part_hits = codec.decode_light(resp.pipeline(self.client, commands))
+            for name, values in part.items():
+                cols[name] += values
+            sizes += part_sizes
+            hits.update(part_hits)
+        return cols, sizes, hits
 
     @_guarded
     def locate(self, ids: Sequence[str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""One MULTI/EXEC of many commands, packed in one go and sent in one write.
+"""Many commands packed in one go and sent in one write: a MULTI/EXEC, or a read pipeline.
 
 redis-py's pipeline re-checks and re-encodes every argument of every
 command in Python before hiredis packs it: for a batch of 1,000 memories
@@ -56,3 +56,28 @@ def transaction(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
         raise
     finally:
         pool.release(conn)
+
+
+def pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """Run `commands` (reads) in one round trip, not atomically; returns raw replies.
+
+    Replies are as the parser gives them (RESP2: a hash is a flat list);
+    the first error reply is raised.
+    """
+    if not commands:
+        return []
+    packed = b"".join(pack_command(c) for c in commands)  # type: ignore[arg-type]
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        conn.send_packed_command([packed])
+        replies = [conn.read_response() for _ in commands]
+    except BaseException:
+        conn.disconnect()  # unread replies must not reach the next user
+        raise
+    finally:
+        pool.release(conn)
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies

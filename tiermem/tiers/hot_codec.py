@@ -1,0 +1,120 @@
+"""How L1 rows are stored in Redis hashes, and read back (see hot.py's layout).
+
+Strings are UTF-8, ``embedding`` little-endian float32 bytes, timestamps
+integer µs, bools ``1``/``0``, ``source_ids`` a JSON list; null fields are
+omitted. `decode_light` reads the lifecycle's light fields (no text, no
+vector), which is what a demote plan needs of every L1 record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiermem import schema as sch
+from tiermem.ids import from_us
+
+_TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at", "tiered_at")
+_JSON_COLS = ("source_ids",)
+_BOOL_COLS = ("pinned",)
+_INT_COLS = ("access_count", "version")
+
+
+def encode_columns(table: pa.Table) -> dict[str, list[Any]]:
+    """Each column as a list of Redis values (None = field omitted)."""
+    cols: dict[str, list[Any]] = {}
+    for name in sch.COLUMNS:
+        col = table.column(name)
+        if name == "embedding":
+            mat = sch.vectors(table).astype("<f4", copy=False)
+            buf, step = mat.tobytes(), mat.shape[1] * 4
+            cols[name] = [buf[i : i + step] for i in range(0, len(buf), step)]
+        elif name in _TS_COLS:
+            cols[name] = pc.cast(col, pa.int64()).to_pylist()
+        elif name in _BOOL_COLS:
+            cols[name] = [None if v is None else (b"1" if v else b"0") for v in col.to_pylist()]
+        elif name in _JSON_COLS:
+            cols[name] = [
+                json.dumps(v, separators=(",", ":")) if v else "[]" for v in col.to_pylist()
+            ]
+        else:
+            cols[name] = col.to_pylist()
+    return cols
+
+
+def decode_rows(dim: int, rows: list[dict[bytes, bytes]]) -> pa.Table:
+    """HGETALL results (non-empty) as a table of `schema(dim)`."""
+    cols: dict[str, Any] = {}
+    for name in sch.COLUMNS:
+        raw = [h.get(name.encode()) for h in rows]
+        if name == "embedding":
+            buf = b"".join(v or b"" for v in raw)
+            cols[name] = np.frombuffer(buf, dtype="<f4").reshape(len(rows), dim)
+        elif name in _TS_COLS or name in _INT_COLS:
+            cols[name] = [None if v is None else int(v) for v in raw]
+        elif name in _BOOL_COLS:
+            cols[name] = [v == b"1" for v in raw]
+        elif name in _JSON_COLS:
+            cols[name] = [json.loads(v) if v else [] for v in raw]
+        elif name == "importance":
+            cols[name] = [float(v) for v in raw]  # type: ignore[arg-type]
+        else:
+            cols[name] = [None if v is None else v.decode() for v in raw]
+    return sch.from_columns(dim, cols)
+
+
+def hash_rows(replies: Sequence[Any]) -> list[dict[bytes, bytes]]:
+    """Raw HGETALL replies (flat [field, value, ...] lists) as dicts; empty ones dropped."""
+    pairs = (r if isinstance(r, dict) else zip(r[::2], r[1::2], strict=True) for r in replies if r)
+    return [dict(p) for p in pairs]
+
+
+LIGHT = (
+    "id", "namespace", "kind", "created_at", "tiered_at", "last_accessed_at", "access_count",
+    "importance", "expires_at", "pinned", "superseded_by",
+)  # fmt: skip
+"""The fields a lifecycle plan reads of every record (`lifecycle.snapshot`)."""
+LIGHT_FIELDS = (*LIGHT, "hits")  # HMGET order; then HSTRLEN text, HSTRLEN metadata
+
+
+def decode_light(
+    replies: Sequence[Any],
+) -> tuple[dict[str, list[Any]], list[int], dict[str, list[int]]]:
+    """Per record, the replies of HMGET `LIGHT_FIELDS`, HSTRLEN text, HSTRLEN metadata.
+
+    Returns (the LIGHT columns as Python values, each record's text + metadata
+    bytes, id -> recent hit times in µs). Records that vanished are skipped.
+    """
+    cols: dict[str, list[Any]] = {name: [] for name in LIGHT}
+    sizes: list[int] = []
+    hits: dict[str, list[int]] = {}
+    for at in range(0, len(replies), 3):
+        values, text_len, meta_len = replies[at : at + 3]
+        if values[0] is None:  # deleted since the id list was read
+            continue
+        row = dict(zip(LIGHT_FIELDS, values, strict=True))
+        for name in LIGHT:
+            cols[name].append(_light_value(name, row[name]))
+        sizes.append(int(text_len) + int(meta_len))
+        if row["hits"]:
+            hits[cols["id"][-1]] = [int(x) for x in row["hits"].split(b",")]
+    return cols, sizes, hits
+
+
+def _light_value(name: str, raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    if name in _TS_COLS:
+        return from_us(int(raw))
+    if name in _INT_COLS:
+        return int(raw)
+    if name in _BOOL_COLS:
+        return raw == b"1"
+    if name == "importance":
+        return float(raw)
+    return raw.decode()
