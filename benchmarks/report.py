@@ -268,6 +268,11 @@ def sec_lifecycle(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {label} | {num(x['per_s'])} | {lim} | {num(x['limit_per_s'])} | {x['ratio']:.2f} |"
         )
+        if "full_path_limit_per_s" in x:  # the same move done raw, source work included
+            lines.append(
+                f"| {label} | {num(x['per_s'])} | raw HGETALL + the same writes + DEL | "
+                f"{num(x['full_path_limit_per_s'])} | {x['ratio_full_path']:.2f} |"
+            )
     return lines
 
 

@@ -130,6 +130,7 @@ class HotTier:
         self.url = url
         self._search = SearchCache(client, keys, self._load, cache)
         self._touch = client.register_script(_TOUCH_LUA)
+        self._light = client.register_script(codec.LIGHT_LUA)
 
     # -- writes ---------------------------------------------------------------
 
@@ -270,18 +271,16 @@ class HotTier:
         """The lifecycle's view of every record of `namespace`: no text, no vector.
 
         (LIGHT columns, text + metadata bytes, id -> recent hits): see
-        `hot_codec.decode_light`. One round trip per `BATCH` records.
+        `hot_codec.decode_light`. One script call per `BATCH` records.
         """
         cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
         sizes: list[int] = []
         hits: dict[str, list[int]] = {}
         for chunk in _chunks(self.ids(namespace)):
-            commands: list[resp.Command] = []
-            for id_ in chunk:
-                key = self.keys.record(namespace, id_)
-                commands += [("HMGET", key, *codec.LIGHT_FIELDS), ("HSTRLEN", key, "text")]
-                commands.append(("HSTRLEN", key, "metadata"))
-            part, part_sizes, part_hits = codec.decode_light(resp.pipeline(self.client, commands))
+            keys = [self.keys.record(namespace, i) for i in chunk]
+            part, part_sizes, part_hits = codec.decode_light(
+                self._light(keys=keys, args=list(codec.LIGHT_FIELDS))
+            )
             for name, values in part.items():
                 cols[name] += values
             sizes += part_sizes

@@ -81,11 +81,26 @@ LIGHT = (
 """The fields a lifecycle plan reads of every record (`lifecycle.snapshot`)."""
 LIGHT_FIELDS = (*LIGHT, "hits")  # HMGET order; then HSTRLEN text, HSTRLEN metadata
 
+# Per record key: HMGET ARGV (the light fields), then the text and metadata
+# lengths. One reply for a whole batch: ~3x fewer replies to parse than a
+# pipeline of the same commands. Missing fields come back as nil (Lua false).
+LIGHT_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, unpack(ARGV))
+  row[#row + 1] = redis.call('HSTRLEN', key, 'text')
+  row[#row + 1] = redis.call('HSTRLEN', key, 'metadata')
+  out[i] = row
+end
+return out
+"""
+
 
 def decode_light(
     replies: Sequence[Any],
 ) -> tuple[dict[str, list[Any]], list[int], dict[str, list[int]]]:
-    """Per record, the replies of HMGET `LIGHT_FIELDS`, HSTRLEN text, HSTRLEN metadata.
+    """`LIGHT_LUA`'s reply: per record, `LIGHT_FIELDS`' values, then the text and
+    metadata lengths.
 
     Returns (the LIGHT columns as Python values, each record's text + metadata
     bytes, id -> recent hit times in µs). Records that vanished are skipped.
@@ -93,8 +108,8 @@ def decode_light(
     cols: dict[str, list[Any]] = {name: [] for name in LIGHT}
     sizes: list[int] = []
     hits: dict[str, list[int]] = {}
-    for at in range(0, len(replies), 3):
-        values, text_len, meta_len = replies[at : at + 3]
+    for reply in replies:
+        *values, text_len, meta_len = reply
         if values[0] is None:  # deleted since the id list was read
             continue
         row = dict(zip(LIGHT_FIELDS, values, strict=True))
