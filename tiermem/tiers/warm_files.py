@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiermem.errors import TierUnavailable
 from tiermem.tiers.warm_index import fsync_path
@@ -54,12 +56,27 @@ def write_ipc(path: Path, table: pa.Table) -> None:
 def map_ipc(path: Path) -> pa.Table:
     """An Arrow IPC file as a memory-mapped table, for reading at load only.
 
-    Callers copy what they keep (`Namespace.append(detach=True)`), so the
-    mapping, and its fd, go once the table does; reading into the heap
-    instead left the freed file buffers resident as fragmentation.
+    Callers copy what they keep (`detached`), so the mapping, and its fd,
+    go once the table does; reading into the heap instead left the freed
+    file buffers resident as fragmentation.
     """
     with pa.memory_map(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
+
+
+def detached(table: pa.Table) -> pa.Table:
+    """A one-chunk copy of `table` in the system allocator (malloc).
+
+    Long-lived payload stays out of Arrow's default pool (mimalloc), which
+    kept far more resident than it held: loading the memory suite's 100k
+    rows (333 B of payload each) took 2,524 B/memory of RSS with the copy
+    in mimalloc, 2,273 with it in malloc, which gives large buffers their
+    own mappings.
+    """
+    pool = pa.system_memory_pool()
+    whole = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    out: pa.Table = pc.take(table, whole, memory_pool=pool)
+    return out.combine_chunks(memory_pool=pool)
 
 
 def write_namespace_name(path: Path, name: str) -> None:

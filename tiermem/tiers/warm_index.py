@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from usearch.index import Index
 
 INDEX_FILE = "index.usearch"
@@ -59,6 +61,24 @@ def normalise(mat: np.ndarray) -> np.ndarray:
     return out
 
 
+def chunk_matrices(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A fixed-size-list float32 column as one [rows, dim] matrix per chunk.
+
+    Views of the column's own buffers (of a memory-mapped file at load), not
+    copies: merging the chunks first (`combine_chunks` copies even a single
+    chunk) put a transient copy of every loaded vector in Arrow's default
+    pool, which kept part of it resident after it was freed (100k memories:
+    2,629 B/memory of L2 RSS with it, 2,524 without).
+    """
+    out = []
+    for chunk in column.chunks:
+        dim = chunk.type.list_size
+        flat = chunk.values.to_numpy(zero_copy_only=False)
+        flat = flat[chunk.offset * dim : (chunk.offset + len(chunk)) * dim]
+        out.append(flat.reshape(len(chunk), dim))
+    return out
+
+
 def fsync_path(path: Path, *, directory: bool = False) -> None:
     """fsync a file or directory by path."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
@@ -85,15 +105,21 @@ class VectorIndex:
         """Live mask over rows [0, n) (a view; do not modify)."""
         return self._live[: self.n]
 
-    def append(self, mat: np.ndarray) -> np.ndarray:
-        """Add live rows; returns their row numbers. New rows join the HNSW index."""
-        rows = np.arange(self.n, self.n + len(mat), dtype=np.int64)
-        self._grow(self.n + len(mat))
-        self._mat[rows] = mat
+    def append(self, mats: Sequence[np.ndarray]) -> np.ndarray:
+        """Add live rows, given as consecutive [rows, dim] blocks (an Arrow column's
+        chunks: `chunk_matrices`); returns their row numbers. New rows join the HNSW
+        index."""
+        total = sum(len(m) for m in mats)
+        rows = np.arange(self.n, self.n + total, dtype=np.int64)
+        self._grow(self.n + total)
+        at = self.n
+        for mat in mats:  # straight from each block into the matrix: no merged copy
+            self._mat[at : at + len(mat)] = mat
+            at += len(mat)
         self._norms[rows] = np.linalg.norm(self._mat[rows], axis=1)
         self._live[rows] = True
-        self.n += len(mat)
-        self.n_live += len(mat)
+        self.n += total
+        self.n_live += total
         if self.ann is not None and len(rows):
             self.ann.add(rows.astype(np.uint64), self._mat[rows])
         return rows

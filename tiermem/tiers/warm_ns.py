@@ -23,17 +23,18 @@ import pyarrow.compute as pc
 from tiermem.errors import ConfigError
 from tiermem.filters import Filter
 from tiermem.ids import to_us
-from tiermem.schema import TS, embedding_array, schema, vectors
+from tiermem.schema import TS, embedding_array, schema
 from tiermem.tiers.warm_files import (
     NAME_FILE,
     append_tombstones,
+    detached,
     io_errors,
     map_ipc,
     read_tombstones,
     write_durably,
     write_ipc,
 )
-from tiermem.tiers.warm_index import HnswParams, VectorIndex, normalise
+from tiermem.tiers.warm_index import HnswParams, VectorIndex, chunk_matrices, normalise
 
 TOMBSTONES = "tombstones.log"
 ACCESS = "access.arrow"
@@ -90,20 +91,18 @@ class Namespace:
 
         `detach` copies the payload out of `table`'s buffers: a segment read
         from disk keeps all its columns in one buffer, so keeping any column
-        of it would keep its embeddings in memory too.
+        of it would keep its embeddings in memory too. Vectors go into the
+        matrix straight from `table`'s chunks. One chunk per part: cheap gathers.
         """
-        table = table.combine_chunks()  # one chunk per part: cheap gathers in `take`
-        vecs = vectors(table)
         payload = table.drop_columns([EMBEDDING])
-        if detach:
-            payload = payload.take(pa.array(np.arange(payload.num_rows, dtype=np.int64)))
+        payload = detached(payload) if detach else payload.combine_chunks()
         self.parts.append(payload)
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
         self._table = None
         ids: list[str] = table.column("id").to_pylist()
         old = [self.id2row[i] for i in ids if i in self.id2row]
-        rows = self.vec.append(vecs)
+        rows = self.vec.append(chunk_matrices(table.column(EMBEDDING)))
         if old:
             self.vec.kill(np.asarray(old))
         self.id2row.update(zip(ids, rows.tolist(), strict=True))
@@ -372,9 +371,9 @@ def load_namespace(path: Path, params: HnswParams, read_only: bool) -> Namespace
                     (path / f"seg-{seq:08d}.arrow").unlink()
                 continue
             ns.append(table.replace_schema_metadata(None), seq, detach=True)
-            ns.kill_ids(
-                [i for i in table.column("id").to_pylist() if (i, seq) in dead], persist=False
-            )
+            if dead:
+                ids = table.column("id").to_pylist()
+                ns.kill_ids([i for i in ids if (i, seq) in dead], persist=False)
         _load_access(ns)
         ns.vec.load_ann(path, ns.covers())
     return ns
