@@ -147,6 +147,19 @@ def test_engine_scheduler_applies_an_edited_policy_file(
     assert any("job consolidate: rescheduled" in r.getMessage() for r in caplog.records)
 
 
+def test_an_edit_between_open_and_scheduler_start_is_applied(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """The watcher's baseline is the file as the engine loaded it, not as it is
+    when the scheduler starts: an edit in between must not be taken as seen."""
+    path = tmp_path / "early.yaml"
+    path.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {every: 1h}\n")
+    mem = open_store(policy=str(path), overrides={"scheduler.policy_watch": 0.1})
+    path.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {every: 2h}\n")
+    mem.start_scheduler()
+    wait_for(lambda: mem.job_intervals()["consolidate"] == 7200)
+
+
 def test_shipped_policies_are_not_polled(open_store: OpenStore) -> None:
     mem = open_store(overrides={"scheduler.policy_watch": 0.1})
     sched = mem.scheduler()

@@ -29,6 +29,7 @@ from tiermem.ids import Clock, to_us, utcnow
 from tiermem.lifecycle.jobs import Lifecycle
 from tiermem.lifecycle.policy import Policy, load_policy
 from tiermem.lifecycle.scheduler import Scheduler
+from tiermem.lifecycle.watch import policy_file, signature
 from tiermem.lock import WriterLock
 from tiermem.model import (
     TIERS,
@@ -62,6 +63,10 @@ class EngineCore:
         self.config = config
         self.read_only = read_only
         self.policy_ref = policy or config.policy  # a shipped name or a file path
+        # the file as loaded, for the scheduler's policy watcher (taken first: an
+        # edit racing the load is then seen as a change, never missed)
+        file = policy_file(self.policy_ref)
+        self.policy_signature = signature(file) if file is not None else None
         self.policy: Policy = load_policy(self.policy_ref)
         self.clock: Clock = clock or utcnow
         self._mutex = threading.RLock()

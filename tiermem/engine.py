@@ -154,7 +154,9 @@ class Engine(Writes, Reads):
         )
         path = policy_file(self.policy_ref)
         watcher = PolicyWatcher(
-            path or resolve_policy(self.policy_ref), lambda new: self._adopt_policy(new, sched)
+            path or resolve_policy(self.policy_ref),
+            lambda new: self._adopt_policy(new, sched),
+            seen=self.policy_signature if path is not None else "now",
         )
         sched.reload = watcher.reload
         if path is not None and self.config.scheduler.policy_watch:

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from tiermem.errors import PolicyError
 from tiermem.lifecycle.policy import Policy, load_policy
@@ -49,15 +50,22 @@ def signature(path: Path) -> Signature | None:
 class PolicyWatcher:
     """Watches one policy file; ``apply(policy)`` gets each new version that validates.
 
-    The file as it is at construction counts as seen (it is the policy in
-    force). Thread-safe: `poll` (a scheduler task) and `reload` (SIGHUP) may
-    race.
+    `seen` is the signature of the file the policy in force was loaded from
+    (taken just before loading it, so an edit made after the engine opened,
+    before this watcher existed, is still noticed); without it, the file as
+    it is at construction counts as seen. Thread-safe: `poll` (a scheduler
+    task) and `reload` (SIGHUP) may race.
     """
 
-    def __init__(self, path: Path, apply: Callable[[Policy], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        apply: Callable[[Policy], None],
+        seen: Signature | Literal["now"] | None = "now",
+    ) -> None:
         self.path = path
         self._apply = apply
-        self._seen = signature(path)
+        self._seen = signature(path) if seen == "now" else seen
         self._refused: str | None = None  # digest of the last content refused (or "missing")
         self._lock = threading.Lock()
 
