@@ -97,3 +97,24 @@ def test_load_keeps_nothing_in_arrows_pool_and_never_copies_vectors_there(
     assert got["rows"] == n
     assert got["held"] < 64 * 1024
     assert got["peak"] < n * dim * 4 // 8  # a copy of the vectors would be 4 MB
+
+
+def test_many_small_puts_keep_few_payload_parts_and_exact_rows(tmp_path: Path) -> None:
+    """Each put is a segment; payload parts merge geometrically (few parts), rows stay exact."""
+    tier = WarmTier(tmp_path, DIM)
+    tables = [make([f"m{i}-{j}" for j in range(i % 3 + 1)], seed=i) for i in range(120)]
+    for t in tables:
+        tier.put(t)
+    ns = tier._ns["a"]
+    assert len(ns.seqs) == 120 and len(ns.parts) <= 6
+    sizes = [p.num_rows for p in ns.parts]
+    assert sum(sizes) == ns.vec.n and ns.part_starts == list(np.cumsum([0, *sizes[:-1]]))
+    want = by_id(pa.concat_tables(tables))
+    ids = list(want)
+    rng = np.random.default_rng(0)
+    for picked in ([ids[5]], list(rng.choice(ids, 10, replace=False)), ids):  # slices, take
+        got = by_id(tier.get(picked))
+        assert got == {i: want[i] for i in picked}
+    tier.close()
+    again = WarmTier(tmp_path, DIM)  # reload merges the same way
+    assert by_id(again.get(ids)) == want and len(again._ns["a"].parts) <= 6

@@ -44,6 +44,7 @@ TRIVIAL = Filter(include_superseded=True)  # passes every live row
 NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
 EMBEDDING = "embedding"
 FEW_ROWS = 64  # gathers up to this many rows slice instead of `take`
+MERGE_RATIO = 4  # payload parts: see Namespace._merge_tail
 
 
 class Namespace:
@@ -55,9 +56,13 @@ class Namespace:
         # In memory a segment is its payload (every column but the embedding) plus
         # rows of `vec`'s matrix: one copy of each vector, not two (L2 RSS).
         self.payload = self.schema.remove(self.schema.get_field_index(EMBEDDING))
-        self.parts: list[pa.Table] = []  # payload of each segment, in seq order
-        self.seqs: list[int] = []
-        self.starts: list[int] = []  # first row number of each part
+        self.seqs: list[int] = []  # segment files, in seq order
+        self.starts: list[int] = []  # first row number of each segment
+        # Payload parts: consecutive row ranges, one chunk each, merged as they
+        # pile up (`_merge_tail`), so a gather touches a few parts, not one per
+        # segment (a namespace fed by many small moves has hundreds).
+        self.parts: list[pa.Table] = []
+        self.part_starts: list[int] = []
         self.id2row: dict[str, int] = {}  # live ids only
         self.vec = VectorIndex(params)
         self.last_us = np.zeros(0, dtype=np.int64)  # access stats by row number
@@ -97,6 +102,8 @@ class Namespace:
         payload = table.drop_columns([EMBEDDING])
         payload = detached(payload) if detach else payload.combine_chunks()
         self.parts.append(payload)
+        self.part_starts.append(self.vec.n)
+        self._merge_tail()
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
         self._table = None
@@ -118,6 +125,17 @@ class Namespace:
         self.any_exp = self.any_exp or exp_col.null_count < len(exp_col)
         self.any_superseded = self.any_superseded or bool(sup.any())
         return ids
+
+    def _merge_tail(self) -> None:
+        """Merge the last two parts while the older is at most `MERGE_RATIO` times
+        the newer: part sizes then grow geometrically, so there are O(log n)
+        parts and each row is copied O(log n) times over all appends."""
+        while len(self.parts) >= 2 and (
+            self.parts[-2].num_rows <= MERGE_RATIO * self.parts[-1].num_rows
+        ):
+            last = self.parts.pop()
+            self.part_starts.pop()
+            self.parts[-1] = detached(pa.concat_tables([self.parts[-1], last]))
 
     def seq_of(self, row: int) -> int:
         """The seq of the segment holding row number `row`."""
@@ -142,13 +160,13 @@ class Namespace:
             return self._part(0, column).take(pa.array(rows, type=pa.int64()))
         if column is None and len(rows) <= FEW_ROWS:
             return self._slices(rows)
-        which = np.searchsorted(self.starts, rows, side="right") - 1
+        which = np.searchsorted(self.part_starts, rows, side="right") - 1
         order = np.argsort(which, kind="stable")
         bounds = np.flatnonzero(np.diff(which[order])) + 1
         pieces = []
         for group in np.split(order, bounds) if len(rows) else []:
             p = int(which[group[0]])
-            local = pa.array(rows[group] - self.starts[p], type=pa.int64())
+            local = pa.array(rows[group] - self.part_starts[p], type=pa.int64())
             pieces.append(self._part(p, column).take(local))
         if not pieces:
             return self._part(0, column).slice(0, 0)
@@ -167,9 +185,9 @@ class Namespace:
         A `take` per part costs a compute call per column and part (~1 ms
         for 10 rows spread over 20 segments); slicing costs ~6 µs a row.
         """
-        parts = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = np.searchsorted(self.part_starts, rows, side="right") - 1
         pieces = [
-            self.parts[p].slice(r - self.starts[p], 1)
+            self.parts[p].slice(r - self.part_starts[p], 1)
             for r, p in zip(rows.tolist(), parts.tolist(), strict=True)
         ]
         return pa.concat_tables(pieces) if pieces else self.payload.empty_table()
