@@ -46,7 +46,8 @@ from tiermem.schema import COLUMNS, schema
 from tiermem.tiers.base import SCORE
 from tiermem.tiers.warm_files import io_errors, write_namespace_name
 from tiermem.tiers.warm_index import HnswParams, fsync_path
-from tiermem.tiers.warm_ns import Namespace, load_namespace
+from tiermem.tiers.warm_load import load_namespace
+from tiermem.tiers.warm_ns import Namespace
 
 # From benchmarks/crossover.py (dim 384, bf16 HNSW M=16, 200 queries, 2 cores,
 # p50 per query in ms; exact = one matmul + argpartition over the namespace):

@@ -1,8 +1,8 @@
 """One L2 namespace: its files (segments, tombstones, access stats) and its
 in-memory state (Arrow payload by row number, vectors, access stats).
 
-The on-disk format is described in `tiermem.tiers.warm`. Everything here
-runs under the WarmTier's lock.
+The on-disk format is described in `tiermem.tiers.warm`, loading is in
+`warm_load`. Everything here runs under the WarmTier's lock.
 """
 
 from __future__ import annotations
@@ -14,23 +14,18 @@ import re
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiermem.errors import ConfigError
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.schema import TS, embedding_array, schema
 from tiermem.tiers.warm_files import (
-    NAME_FILE,
     append_tombstones,
     detached,
     io_errors,
-    map_ipc,
-    read_tombstones,
     write_durably,
     write_ipc,
 )
@@ -367,64 +362,3 @@ class Namespace:
                 break
         idx = np.asarray(found[:k], dtype=np.int64)
         return rows[idx], scores[idx]
-
-
-def load_namespace(path: Path, params: HnswParams, read_only: bool) -> Namespace:
-    """Replay a namespace directory (see `tiermem.tiers.warm` for the rules)."""
-    with io_errors("load", path):
-        try:
-            name = (path / NAME_FILE).read_text()
-        except FileNotFoundError:
-            name = unquote(path.name)
-        ns = Namespace(name, path, params)
-        segments = _read_segments(ns, read_only)
-        base = max((seq for seq, t in segments if _compacted(t)), default=0)
-        ns.vec.reserve(sum(t.num_rows for seq, t in segments if seq >= base))
-        tombs = read_tombstones(path / TOMBSTONES, read_only)
-        ns.tomb_lines = len(tombs)
-        dead = {(i, s) for i, s in tombs if s >= base}
-        for seq, table in segments:
-            if seq < base:  # superseded by a compacted segment
-                if not read_only:
-                    (path / f"seg-{seq:08d}.arrow").unlink()
-                continue
-            ns.append(table.replace_schema_metadata(None), seq, detach=True)
-            if dead:
-                ids = table.column("id").to_pylist()
-                ns.kill_ids([i for i in ids if (i, seq) in dead], persist=False)
-        _load_access(ns)
-        ns.vec.load_ann(path, ns.covers())
-    return ns
-
-
-def _compacted(table: pa.Table) -> bool:
-    return COMPACTED in (table.schema.metadata or {})
-
-
-def _read_segments(ns: Namespace, read_only: bool) -> list[tuple[int, pa.Table]]:
-    out = []
-    for entry in sorted(ns.path.iterdir()):
-        if entry.name.endswith(".tmp"):
-            if not read_only:
-                entry.unlink()  # a write that never reached its rename
-        elif match := SEGMENT_RE.fullmatch(entry.name):
-            table = map_ipc(entry)
-            if not table.schema.equals(ns.schema, check_metadata=False):
-                raise ConfigError(f"{entry}: schema does not match dim={ns.params.dim}")
-            out.append((int(match[1]), table))
-    return out
-
-
-def _load_access(ns: Namespace) -> None:
-    path = ns.path / ACCESS
-    if not path.exists():
-        return
-    t = map_ipc(path)
-    last = t.column("last_accessed_at").cast(pa.int64()).to_numpy()
-    count = t.column("access_count").to_numpy()
-    for j, (id_, seq) in enumerate(
-        zip(t.column("id").to_pylist(), t.column("seq").to_pylist(), strict=True)
-    ):
-        row = ns.id2row.get(id_)
-        if row is not None and ns.seq_of(row) == seq:  # same copy of the row
-            ns.last_us[row], ns.count[row] = last[j], count[j]
