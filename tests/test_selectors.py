@@ -3,7 +3,8 @@
 A trace is a list of (op, key, seconds since the previous event) replayed two
 ways: into `ItemStats` snapshots the way the tiers keep them, and into a
 plain model per selector (an OrderedDict for lru, a Counter for lfu, a deque
-for fifo, a literal hand or queue simulation for sieve and s3fifo). Times
+for fifo, a literal hand or queue simulation for sieve and s3fifo, the
+rule recomputed from the event times for hyperbolic). Times
 strictly increase, so the reference orders have no ties; ties are tested
 apart.
 
@@ -48,6 +49,9 @@ class Replay:
     gets: Counter[str] = field(default_factory=Counter)  # lifetime accesses
     queue: deque[str] = field(default_factory=deque)  # fifo order of the tier
     since_insert: Counter[str] = field(default_factory=Counter)  # gets since entering
+    created: dict[str, datetime] = field(default_factory=dict)  # first put
+    entered: dict[str, datetime] = field(default_factory=dict)  # last put into the tier
+    get_times: dict[str, list[datetime]] = field(default_factory=dict)  # every get, in order
 
 
 Event = tuple[str, int, int]
@@ -79,11 +83,13 @@ def replay(
         if op == "put" and key not in r.stats:
             r.queue.append(key)
             r.since_insert[key] = 0
+            r.entered[key] = t
             if key in r.away:
                 r.stats[key] = _replace(r.away.pop(key), inserted_at=t)
                 continue
             r.recency[key] = None
             r.recency.move_to_end(key)
+            r.created[key] = t
             off = ttl[k] if ttl else None
             r.stats[key] = ItemStats(
                 id=key,
@@ -101,6 +107,7 @@ def replay(
             r.recency.move_to_end(key)
             r.gets[key] += 1
             r.since_insert[key] += 1
+            r.get_times.setdefault(key, []).append(t)
             s = r.stats[key]
             r.stats[key] = _replace(
                 s,
@@ -208,6 +215,29 @@ def ref_score(r: Replay, n: int) -> list[str]:
     return [s.id for s in sorted(live, key=lambda s: (value(s), s.last_accessed_at, s.id))][:n]
 
 
+def ref_hyperbolic(r: Replay, n: int) -> list[str]:
+    """Burst over (improbable silence for the kept gaps) first, by last access; then by rate."""
+    threshold = math.log(1e4)
+
+    def rank(k: str) -> tuple[int, float, datetime, str]:
+        times = r.get_times.get(k, [])
+        last = times[-1] if times else r.created[k]
+        kept = times[-HITS_KEPT:]
+        if len(kept) >= 2:
+            gaps, span = len(kept) - 1, (kept[-1] - kept[0]).total_seconds()
+        elif times:
+            gaps, span = 1, (last - r.entered[k]).total_seconds()
+        else:
+            gaps, span = 0, 0.0
+        idle = (r.now - last).total_seconds()
+        if span > 0 and idle > 0 and gaps * math.log1p(idle / span) > threshold:
+            return (1, 0.0, last, k)
+        age = (r.now - r.created[k]).total_seconds()
+        return (2, (r.gets[k] + 0.01) / age if age > 0 else math.inf, last, k)
+
+    return sorted(unpinned(r, list(r.stats)), key=rank)[:n]
+
+
 REFERENCES = {
     "ttl": ref_ttl,
     "lru": ref_lru,
@@ -216,6 +246,7 @@ REFERENCES = {
     "sieve": ref_sieve,
     "s3fifo": ref_s3fifo,
     "score": ref_score,
+    "hyperbolic": ref_hyperbolic,
 }
 
 
@@ -305,6 +336,76 @@ def test_score_weighs_importance() -> None:
     assert only_recency(high + low, T0, 2) == ["a", "b"]  # equal scores: by id
     with pytest.raises(PolicyError):
         sel.make_score(recency=-1)
+
+
+def _read(s: ItemStats, *seconds: int) -> ItemStats:
+    """`s` read at T0 + each of `seconds` (in order), as the tiers record a get."""
+    for sec in seconds:
+        t = T0 + timedelta(seconds=sec)
+        s = _replace(
+            s,
+            last_accessed_at=t,
+            access_count=s.access_count + 1,
+            recent_hits=(*s.recent_hits, t)[-HITS_KEPT:],
+        )
+    return s
+
+
+def _new(id_: str, at: int) -> ItemStats:
+    t = T0 + timedelta(seconds=at)
+    return ItemStats(id_, "n", "episodic", t, t, t, 0)
+
+
+def test_hyperbolic_evicts_an_old_one_hit_memory_before_a_hot_one() -> None:
+    day = 86_400
+    old = _read(_new("old", 0), 60)  # read once, a month ago
+    hot = _read(_new("hot", 20 * day), *range(20 * day + 600, 30 * day, 6 * 3600))  # every 6h
+    now = T0 + timedelta(days=30)
+    assert sel.hyperbolic([hot, old], now, 1) == ["old"]
+    assert sel.lru([hot, old], now, 1) == ["old"]
+    fresh = _new("fresh", 30 * day - 60)  # unread, a minute old
+    # rates: old 1.01 / 30 days, fresh 0.01 / 60 s, hot ~ 1 / 6 h: old, then hot, then fresh
+    assert sel.hyperbolic([hot, old, fresh], now, 3) == ["old", "hot", "fresh"]
+
+
+def test_hyperbolic_evicts_a_finished_burst_before_a_new_memory() -> None:
+    """A chat read 8 times a minute apart, then silent: over after ~19 min (g = 7)."""
+    chat = _read(_new("chat", 0), *range(60, 481, 60))  # reads at 1..8 min
+    fresh = _new("fresh", 480 + 19 * 60)  # a minute old at `late`
+    early, late = T0 + timedelta(seconds=480 + 18 * 60), T0 + timedelta(seconds=480 + 20 * 60)
+    assert sel.hyperbolic([chat, _new("fresh", 480 + 17 * 60)], early, 1) == ["fresh"]
+    assert sel.hyperbolic([chat, fresh], late, 1) == ["chat"]
+    assert sel.lfu([chat, fresh], late, 1) == ["fresh"]  # lifetime counts keep the dead chat
+
+
+def test_hyperbolic_steady_reader_is_not_taken_for_over() -> None:
+    """Reads an hour apart, silent for 3 hours: rate decides, not the burst rule."""
+    steady = _read(_new("steady", 0), *range(3600, 8 * 3600 + 1, 3600))
+    now = T0 + timedelta(hours=11)
+    one = _read(_new("one", 0), 10)  # read once, 10 s after it entered
+    assert sel.hyperbolic([steady, one], now, 2) == ["one", "steady"]
+
+
+def test_hyperbolic_unread_go_oldest_first_and_no_span_is_no_evidence() -> None:
+    unread = [_new(k, at) for k, at in (("b", 50), ("a", 100), ("c", 10))]
+    now = T0 + timedelta(seconds=200)
+    assert sel.hyperbolic(unread, now, 3) == ["c", "b", "a"]
+    # Promoted back after its reads elsewhere: last access before inserted_at, no kept
+    # hit times. No gap to judge by, so never "over", however long the silence.
+    back = replace(_new("back", 0), access_count=5, inserted_at=T0 + timedelta(days=9))
+    later = T0 + timedelta(days=10)
+    assert sel.hyperbolic([back, _new("x", 9 * 86_400)], later, 1) == ["x"]
+
+
+def test_make_hyperbolic_checks_its_constants() -> None:
+    for bad in ({"prior": 0}, {"silence": 1}, {"silence": 0}, {"prior": -1}):
+        with pytest.raises(PolicyError):
+            sel.make_hyperbolic(**bad)
+    stats = [_read(_new("a", 0), 10), _new("b", 90)]
+    now = T0 + timedelta(seconds=100)
+    # rates: a 1.01/100, b 0.01/10 (default) or 5/10 with a prior of 5 reads
+    assert sel.hyperbolic(stats, now, 1) == ["b"]
+    assert sel.make_hyperbolic(prior=5)(stats, now, 1) == ["a"]
 
 
 # -- combine and resolve ------------------------------------------------------------

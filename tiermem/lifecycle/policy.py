@@ -100,7 +100,9 @@ PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterVa
 
 # --- selectors -------------------------------------------------------------
 
-BUILTIN_SELECTORS = frozenset({"ttl", "lru", "lfu", "fifo", "s3fifo", "sieve", "score"})
+BUILTIN_SELECTORS = frozenset(
+    {"ttl", "lru", "lfu", "fifo", "s3fifo", "sieve", "score", "hyperbolic"}
+)
 _DOTTED_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 

@@ -19,6 +19,11 @@ built from ``inserted_at`` and the bits from the hits since then. Their
 docstrings give the exact rules; the benchmark ``benchmarks/hitratio.py``
 measures what the approximation costs.
 
+`hyperbolic` ranks by an estimated read rate (reads per second of life)
+with a prior for unread memories, and evicts first memories whose burst of
+reads has visibly ended; it is the one built-in near the best of lru and
+lfu on both frequency-skewed (Zipf) and bursty (chat) traces.
+
 All selectors sort (O(m log m) for m items); none is quadratic.
 """
 
@@ -39,8 +44,10 @@ __all__ = [
     "combine",
     "fifo",
     "hits_since_insert",
+    "hyperbolic",
     "lfu",
     "lru",
+    "make_hyperbolic",
     "make_score",
     "resolve",
     "s3fifo",
@@ -55,6 +62,8 @@ Selector = Callable[[Sequence[ItemStats], datetime, int], list[str]]
 SMALL_FRACTION = 0.1  # S3-FIFO's small queue: 10% of the queue (paper, section 4.1)
 FREQ_CAP = 3  # S3-FIFO's two-bit counter
 PROMOTE_AT = 2  # S3-FIFO: leave S for M with freq >= 2 (libCacheSim move_to_main_threshold)
+PRIOR_READS = 0.01  # hyperbolic: what an unread memory is worth, in reads
+SILENCE = 1e-4  # hyperbolic: a silence this improbable means the burst is over
 
 
 def _eligible(items: Iterable[ItemStats]) -> list[ItemStats]:
@@ -238,6 +247,77 @@ def s3fifo(items: Sequence[ItemStats], now: datetime, n: int) -> list[str]:
     return out
 
 
+# -- hyperbolic (read rate, with the end of bursts) ---------------------------------
+
+
+HYPERBOLIC_DOC = """Lowest estimated read rate first, after memories whose burst of reads is over.
+
+Two classes, each item in exactly one; class 1 is evicted before class 2:
+
+1. burst over: the item's silence is improbable for the rate its own reads
+   show. The gaps: the ``g = len(recent_hits) - 1`` gaps between its kept
+   hit times, spanning ``span = recent_hits[-1] - recent_hits[0]``; with
+   fewer than 2 kept hits and ``access_count >= 1``, the one gap
+   ``span = last_accessed_at - inserted_at`` (g = 1). With
+   ``idle = now - last_accessed_at``, the item is in class 1 when
+   ``span > 0``, ``idle > 0`` and ``(1 + idle / span) ** -g < silence``,
+   i.e. ``g * log1p(idle / span) > log(1 / silence)``. (1 + idle/span)^-g
+   is the chance of no read for `idle` under a Poisson rate fitted to those
+   g gaps (Gamma(g, span) posterior, the predictive probability of
+   silence). Class 1 goes least recently accessed first.
+2. the rest, lowest ``rate = (access_count + prior) / age`` first, with
+   ``age = now - created_at`` in seconds (``rate`` is infinite when
+   ``age <= 0``): reads per second over the memory's life, as in
+   hyperbolic caching (Blankstein et al., USENIX ATC 2017: priority
+   n / time in cache). `prior` (in reads) values an unread memory: it
+   stays while ``prior / age`` beats the weakest read one, i.e. for `prior`
+   times the mean interval between that one's reads, then goes oldest
+   first.
+
+Ties: least recently accessed, then id. Defaults: prior = 0.01,
+silence = 1e-4: a steady (Poisson) reader is taken for over once in 10^4
+silences, while a memory read 8 times a minute apart is over after 19
+minutes without a read (g = 7); with 2 reads (g = 1) it takes 10^4 times
+their gap. So it acts as a frequency rule under steady popularity
+and as a recency rule when reads come in bursts (measured in
+``benchmarks/results/hitratio.md``). `make_hyperbolic` changes the two
+constants. O(m log m): one key per item (O(1) each), one sort.
+"""
+
+
+def make_hyperbolic(*, prior: float = PRIOR_READS, silence: float = SILENCE) -> Selector:
+    """A `hyperbolic` selector with another prior (reads) or silence probability."""
+    if not prior > 0 or not 0 < silence < 1:
+        raise PolicyError("hyperbolic: prior must be > 0 and 0 < silence < 1")
+    threshold = math.log(1 / silence)
+    log1p, inf = math.log1p, math.inf
+
+    def key(s: ItemStats, now: datetime) -> tuple[int, float, datetime, str]:
+        hits = s.recent_hits
+        if len(hits) >= 2:
+            gaps, span = len(hits) - 1, (hits[-1] - hits[0]).total_seconds()
+        elif s.access_count > 0:
+            gaps, span = 1, (s.last_accessed_at - s.inserted_at).total_seconds()
+        else:
+            gaps, span = 0, 0.0
+        idle = (now - s.last_accessed_at).total_seconds()
+        if span > 0 and idle > 0 and gaps * log1p(idle / span) > threshold:
+            return (1, 0.0, s.last_accessed_at, s.id)
+        age = (now - s.created_at).total_seconds()
+        rate = (max(0, s.access_count) + prior) / age if age > 0 else inf
+        return (2, rate, s.last_accessed_at, s.id)
+
+    def select(items: Sequence[ItemStats], now: datetime, n: int) -> list[str]:
+        return _ids(sorted(_eligible(items), key=lambda s: key(s, now)), n)
+
+    select.__name__ = select.__qualname__ = "hyperbolic"
+    select.__doc__ = HYPERBOLIC_DOC
+    return select
+
+
+hyperbolic = make_hyperbolic()
+
+
 # -- registry, combination, resolution ----------------------------------------------
 
 SELECTORS: dict[str, Selector] = {
@@ -248,6 +328,7 @@ SELECTORS: dict[str, Selector] = {
     "score": score,
     "sieve": sieve,
     "s3fifo": s3fifo,
+    "hyperbolic": hyperbolic,
 }
 
 
