@@ -53,7 +53,7 @@ Traces (times are injected: the selectors see trace time, never the clock):
 
 Capacities: 1%, 5%, 10% and 20% of each trace's distinct keys.
 
-    python -m benchmarks run tiers           # full: ~6 min on 2 shared cores
+    python -m benchmarks run tiers           # full: 4-6 min on 2 shared cores
     python -m benchmarks run tiers --quick   # 1k keys, 2k requests, 2 capacities
     python -m benchmarks.hitratio [--quick]  # the same, standalone
 """
@@ -386,7 +386,10 @@ lru. lfu counts lifetime accesses and never ages, so at 1% on chitchat a new key
 is the victim on every miss and its hit ratio collapses; on Zipf the same rule
 filters one-hit wonders and beats lru. hyperbolic ranks by reads per second of
 life (an unread memory is worth 0.01 reads) after evicting memories whose burst
-of reads is visibly over: lfu-like on Zipf without lfu's freeze, lru-like on chat.
+of reads is visibly over: lfu-like on Zipf without lfu's freeze, lru-like on the
+chat trace. On a chat cache tighter than its live conversations (the --quick run's
+2,000-utterance prefix at C=19) lru keeps more: a new, unread memory is worth little
+to hyperbolic until its first read.
 Between static-oracle and perfect-lfu on one side and every selector on the other
 is what a snapshot of the residents cannot know: which keys were popular before
 they last left the cache."""
