@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tiermem
 from tests.conftest import DIM
-from tiermem.model import MAX_METADATA_BYTES, MAX_TEXT_BYTES
+from tiermem.model import MAX_METADATA_BYTES, MAX_TEXT_BYTES, check_metadata
 
 GOOD: dict[str, Any] = {"text": "a fine memory", "namespace": "user:alice"}
 
@@ -136,3 +139,26 @@ def test_moves_in_the_wrong_direction(store: tiermem.Engine) -> None:
     with pytest.raises(tiermem.ValidationError, match="tier"):
         store.demote(m.id, to="l9")
     assert store.get(m.id).tier == "l2"
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_metadata = st.dictionaries(
+    st.text(min_size=1, max_size=20), _scalars | st.lists(_scalars, max_size=4), max_size=6
+)
+
+
+@given(meta=_metadata, limit=st.integers(2, 400))
+def test_metadata_size_limit_is_exact(meta: dict[str, object], limit: int) -> None:
+    """The size check may skip encoding small metadata, never change the verdict."""
+    size = len(json.dumps(meta, separators=(",", ":")).encode())
+    if size <= limit:
+        assert check_metadata(meta, limit) is meta
+    else:
+        with pytest.raises(ValueError, match="bytes as JSON"):
+            check_metadata(meta, limit)

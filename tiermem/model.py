@@ -77,15 +77,29 @@ def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, 
     """Validate flat JSON metadata; returns it unchanged or raises ValueError."""
     if not isinstance(meta, dict):
         raise ValueError(f"must be a flat JSON object (a dict), not {type(meta).__name__}")
+    bound = 2  # an upper bound on the JSON size, so small metadata is not encoded twice
     for key, value in meta.items():
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY:
             raise ValueError(f"keys must be non-empty strings of <= {MAX_METADATA_KEY} chars")
         for item in value if isinstance(value, list) else [value]:
             _check_scalar(key, item)
+            bound += _json_bound(item)
+        bound += _json_bound(key) + 4  # quotes are in the bound; ':' ',' '[]'
+    if bound <= max_bytes:
+        return meta
     size = len(json.dumps(meta, separators=(",", ":")).encode())
     if size > max_bytes:
         raise ValueError(f"is {size} bytes as JSON; the limit is {max_bytes}")
     return meta
+
+
+def _json_bound(value: str | bool | int | float | None) -> int:
+    """At least the UTF-8 bytes of `value` as JSON (a char escapes to at most 6)."""
+    if isinstance(value, str):
+        return 6 * len(value) + 3  # quotes, and the list comma
+    if isinstance(value, int) and not isinstance(value, bool):
+        return len(str(value)) + 1  # ints are unbounded
+    return 26  # null, true, false, or a float's repr (at most 24 chars), and the comma
 
 
 class MemoryIn(BaseModel):
@@ -108,11 +122,12 @@ class MemoryIn(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, v: str) -> str:
-        if not v.strip():
+        if not v or v.isspace():
             raise ValueError("must not be empty")
-        size = len(v.encode())
-        if size > MAX_TEXT_BYTES:
-            raise ValueError(f"is {size} bytes; the limit is {MAX_TEXT_BYTES}")
+        if len(v) * 4 > MAX_TEXT_BYTES:  # else it fits whatever it encodes to (<= 4 B a char)
+            size = len(v.encode())
+            if size > MAX_TEXT_BYTES:
+                raise ValueError(f"is {size} bytes; the limit is {MAX_TEXT_BYTES}")
         return v
 
     @field_validator("namespace")

@@ -83,13 +83,16 @@ def embedding_array(mat: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def from_columns(dim: int, cols: dict[str, Any]) -> pa.Table:
-    """Build a table from column lists; `embedding` may be a float32 matrix."""
+    """Build a table from column lists (or Arrow arrays of the column's type);
+    `embedding` may be a float32 matrix."""
     s = schema(dim)
     arrays = []
     for field in s:
         values = cols[field.name]
         if field.name == "embedding":
             arrays.append(embedding_array(np.asarray(values).reshape(-1, dim)))
+        elif isinstance(values, pa.Array):
+            arrays.append(values)
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=s)
