@@ -42,6 +42,13 @@ class _Cached:
     table: pa.Table
     matrix: np.ndarray
     norms: np.ndarray
+    none: pa.Table | None = None  # the no-hit result, built once (most L1s miss most namespaces)
+
+    def empty(self) -> pa.Table:
+        """A result with no rows: the table's schema plus `_score`."""
+        if self.none is None:
+            self.none = self.table.slice(0, 0).append_column(SCORE, pa.array([], pa.float64()))
+        return self.none
 
 
 class SearchCache:
@@ -62,11 +69,12 @@ class SearchCache:
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Exact top-k cosine over the namespace's rows passing `flt`, with `_score`."""
         cached = self._current(namespace)
+        if cached.table.num_rows == 0 or k <= 0:
+            return cached.empty()
         idx = np.flatnonzero(flt.mask(cached.table))
-        k = min(max(k, 0), len(idx))
+        k = min(k, len(idx))
         if k == 0:
-            empty = cached.table.slice(0, 0)
-            return empty.append_column(SCORE, pa.array([], pa.float64()))
+            return cached.empty()
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         denom = cached.norms[idx] * float(np.linalg.norm(q))
         dots = (cached.matrix[idx] @ q).astype(np.float64)
