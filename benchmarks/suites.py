@@ -176,6 +176,7 @@ def suite_cold(quick: bool, out: Path) -> dict[str, Any]:
 
 def cold_goals(r: dict[str, Any]) -> dict[str, Any]:
     """The issue's goal from cold's own figures (its ratio = tiermem ms / limit ms)."""
+
     def pruning(tenant: str) -> str:
         # the limit scans every row; skipping the other tenants' files alone gains
         # at most all rows / the tenant's rows (the rest must be per-row speed)
