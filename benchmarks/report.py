@@ -502,7 +502,8 @@ def render(d: Path) -> Path:
     made = plots(res, d)
     quick = any(r["quick"] for r in res.values())
     first = next(iter(res.values()), {})
-    mach = first.get("machine", {})
+    # the harness records a dict; tiers' own JSON (hitratio.py) a plain string
+    mach = next((r["machine"] for r in res.values() if isinstance(r.get("machine"), dict)), {})
     lines = [
         "# Benchmark results",
         "",
