@@ -104,32 +104,31 @@ def decode_light(
 
     Returns (the LIGHT columns as Python values, each record's text + metadata
     bytes, id -> recent hit times in µs). Records that vanished are skipped.
+    Decoded column by column (one conversion loop per field, not a call per value).
     """
-    cols: dict[str, list[Any]] = {name: [] for name in LIGHT}
-    sizes: list[int] = []
-    hits: dict[str, list[int]] = {}
-    for reply in replies:
-        *values, text_len, meta_len = reply
-        if values[0] is None:  # deleted since the id list was read
-            continue
-        row = dict(zip(LIGHT_FIELDS, values, strict=True))
-        for name in LIGHT:
-            cols[name].append(_light_value(name, row[name]))
-        sizes.append(int(text_len) + int(meta_len))
-        if row["hits"]:
-            hits[cols["id"][-1]] = [int(x) for x in row["hits"].split(b",")]
+    rows = [r for r in replies if r[0] is not None]  # None: deleted since the id list
+    if not rows:
+        return {name: [] for name in LIGHT}, [], {}
+    by_field = list(zip(*rows, strict=True))
+    cols = {name: _light_column(name, by_field[i]) for i, name in enumerate(LIGHT)}
+    text_len, meta_len = by_field[-2], by_field[-1]
+    sizes = [int(t) + int(m) for t, m in zip(text_len, meta_len, strict=True)]
+    raw_hits = by_field[len(LIGHT)]
+    hits = {
+        id_: [int(x) for x in raw.split(b",")]
+        for id_, raw in zip(cols["id"], raw_hits, strict=True)
+        if raw
+    }
     return cols, sizes, hits
 
 
-def _light_value(name: str, raw: bytes | None) -> Any:
-    if raw is None:
-        return None
+def _light_column(name: str, raw: Sequence[bytes | None]) -> list[Any]:
     if name in _TS_COLS:
-        return from_us(int(raw))
+        return [None if v is None else from_us(int(v)) for v in raw]
     if name in _INT_COLS:
-        return int(raw)
+        return [None if v is None else int(v) for v in raw]
     if name in _BOOL_COLS:
-        return raw == b"1"
+        return [None if v is None else v == b"1" for v in raw]
     if name == "importance":
-        return float(raw)
-    return raw.decode()
+        return [None if v is None else float(v) for v in raw]
+    return [None if v is None else v.decode() for v in raw]
