@@ -100,7 +100,6 @@ class EngineCore:
                 self.hits,
                 self.events,
                 self.dim,
-                config.moves.batch,
             )
             self._scheduler: Scheduler | None = None
             self.types = memtypes.MemTypes(cast("Engine", self))  # dedupe, versions, rollback

@@ -40,8 +40,7 @@ class Lifecycle:
     policy: Policy
     hits: HitLog
     events: EventLog
-    dim: int
-    batch: int
+    dim: int  # batch sizes come from the mover (`Mover.batch_for`)
     # When demote last passed over each (tier, namespace, kind) group: its
     # SIEVE bits / S3-FIFO counters count hits after that (in memory only:
     # after a restart every hit counts again, which only delays eviction).
