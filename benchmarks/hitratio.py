@@ -79,7 +79,7 @@ import numpy as np
 
 from tiermem.lifecycle.selectors import SELECTORS
 from tiermem.lifecycle.stats import ItemStats
-from tiermem.tiers.hot import HITS_KEPT
+from tiermem.tiers.hot_codec import HITS_KEPT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SELECTED = ("lru", "lfu", "fifo", "score", "sieve", "s3fifo", "hyperbolic")

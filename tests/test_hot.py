@@ -355,3 +355,22 @@ def test_light_fields_match_the_full_rows(tier: HotTier, monkeypatch: pytest.Mon
 def by_id_cols(cols: dict[str, list[Any]], sizes: list[int]) -> dict[str, tuple[Any, ...]]:
     names = sorted(cols)
     return {cols["id"][i]: (*(cols[n][i] for n in names), sizes[i]) for i in range(len(cols["id"]))}
+
+
+def test_named_finds_ids_of_a_kind_and_name(tier: HotTier) -> None:
+    t = make_table(
+        "p",
+        5,
+        kind=["procedural", "procedural", "semantic", "procedural", "episodic"],
+        name=["deploy", "deploy", "deploy", "build", None],
+    )
+    tier.put(t)
+    ids = t.column("id").to_pylist()
+    assert sorted(tier.named("p", "procedural", "deploy")) == sorted(ids[:2])
+    assert tier.named("p", "procedural", "build") == [ids[3]]
+    assert (
+        tier.named("p", "procedural", "nothing") == []
+        and tier.named("q", "procedural", "deploy") == []
+    )
+    tier.delete([ids[0]])
+    assert tier.named("p", "procedural", "deploy") == [ids[1]]

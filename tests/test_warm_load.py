@@ -118,3 +118,17 @@ def test_many_small_puts_keep_few_payload_parts_and_exact_rows(tmp_path: Path) -
     tier.close()
     again = WarmTier(tmp_path, DIM)  # reload merges the same way
     assert by_id(again.get(ids)) == want and len(again._ns["a"].parts) <= 6
+
+
+def test_named_masks_the_payload_and_skips_dead_rows(tmp_path: Path) -> None:
+    tier = WarmTier(tmp_path, DIM)
+    t = make(
+        ["a", "b", "c", "d"],
+        kind=["procedural", "procedural", "semantic", "procedural"],
+        name=["deploy", "deploy", "deploy", None],
+    )
+    tier.put(t)
+    assert sorted(tier.named("a", "procedural", "deploy")) == ["a", "b"]
+    tier.delete(["a"])
+    assert tier.named("a", "procedural", "deploy") == ["b"]
+    assert tier.named("a", "episodic", "deploy") == [] and tier.named("zz", "procedural", "x") == []

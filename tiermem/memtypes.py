@@ -282,8 +282,9 @@ class MemTypes:
 
     def _add_version(self, item: MemoryIn) -> Memory:
         assert item.name is not None
-        current = self._current_all(item.name, item.namespace)
-        latest = max((m.version for m in self._all(item.name, item.namespace)), default=0)
+        every = self._all(item.name, item.namespace)
+        current = [m for m in every if m.superseded_by is None]
+        latest = max((m.version for m in every), default=0)
         memory = self._write(item, latest + 1 if latest else None)
         for old in current:
             if old.id != item.supersedes:  # an explicit supersedes is done by the engine
@@ -293,12 +294,9 @@ class MemTypes:
     def _all(self, name: str, namespace: str) -> list[Memory]:
         """Every procedural memory named `name` in `namespace`, any tier, one copy each."""
         e = self.engine
-        ids: list[str] = []
-        for tier in ("l1", "l2"):
-            for table in e.backends.tiers[tier].scan(namespace):
-                mask = pc.and_(pc.equal(table["kind"], "procedural"), pc.equal(table["name"], name))
-                ids += table.filter(pc.fill_null(mask, False))["id"].to_pylist()
-        cold = e.backends.l3.columns(["id", "kind", "name"], namespace)
+        b = e.backends
+        ids = b.l1.named(namespace, "procedural", name) + b.l2.named(namespace, "procedural", name)
+        cold = b.l3.columns(["id", "kind", "name"], namespace)
         if cold is not None and cold.num_rows:
             mask = pc.and_(pc.equal(cold["kind"], "procedural"), pc.equal(cold["name"], name))
             ids += cold.filter(pc.fill_null(mask, False))["id"].to_pylist()

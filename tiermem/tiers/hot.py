@@ -42,28 +42,6 @@ BATCH = 1000  # records per MULTI/EXEC or pipelined read
 UNINDEX_COMMANDS = len(KINDS) + 4  # commands `_unindex` queues per namespace
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
 
-# Touch must not resurrect a record deleted since we looked up its
-# namespace, hence the EXISTS check inside one atomic script.
-# The record's `hits` field keeps the last HITS_KEPT access times (µs, comma
-# separated) for the promotion window; it is not a schema column.
-HITS_KEPT = 16
-_TOUCH_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local hits = redis.call('HGET', KEYS[1], 'hits')
-hits = hits and (hits .. ',' .. ARGV[2]) or ARGV[2]
-local parts = {}
-for p in string.gmatch(hits, '[^,]+') do parts[#parts + 1] = p end
-if #parts > tonumber(ARGV[3]) then
-  hits = table.concat(parts, ',', #parts - tonumber(ARGV[3]) + 1, #parts)
-end
-redis.call('HSET', KEYS[1], 'hits', hits)
-redis.call('HSET', KEYS[1], 'last_accessed_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'access_count', 1)
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
-return 1
-"""
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -129,7 +107,7 @@ class HotTier:
         self.dim = dim
         self.url = url
         self._search = SearchCache(client, keys, self._load, cache)
-        self._touch = client.register_script(_TOUCH_LUA)
+        self._touch = client.register_script(codec.TOUCH_LUA)
         self._light = client.register_script(codec.LIGHT_LUA)
 
     # -- writes ---------------------------------------------------------------
@@ -245,7 +223,7 @@ class HotTier:
                 if (ns := where.get(id_)) is None:
                     continue
                 keys = [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)]
-                self._touch(keys=keys, args=[id_, us, HITS_KEPT], client=pipe)
+                self._touch(keys=keys, args=[id_, us, codec.HITS_KEPT], client=pipe)
             pipe.execute()
 
     # -- reads ----------------------------------------------------------------
@@ -304,13 +282,22 @@ class HotTier:
         return self._fetch(pairs)
 
     @_guarded
+    def named(self, namespace: str, kind: str, name: str) -> list[str]:
+        """Ids of `kind` in `namespace` whose `name` is `name`: the kind's index,
+        then one HGET per member (procedures are few; no record is read whole)."""
+        ids = _strs(self.client.zrange(self.keys.kind_index(namespace, kind), 0, -1))
+        commands = [("HGET", self.keys.record(namespace, i), "name") for i in ids]
+        names = resp.pipeline(self.client, commands)
+        return [i for i, n in zip(ids, names, strict=True) if n is not None and n.decode() == name]
+
+    @_guarded
     def count(self, namespace: str, kind: str) -> int:
         """How many memories of `kind` the namespace holds here."""
         return int(self.client.zcard(self.keys.kind_index(namespace, kind)))
 
     @_guarded
     def recent_hits(self, ids: Sequence[str]) -> dict[str, list[int]]:
-        """id -> its last access times (µs, oldest first, at most HITS_KEPT)."""
+        """id -> its last access times (µs, oldest first, at most hot_codec.HITS_KEPT)."""
         out: dict[str, list[int]] = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
             where = self._locate(chunk)

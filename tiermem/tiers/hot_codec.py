@@ -25,6 +25,29 @@ _BOOL_COLS = ("pinned",)
 _INT_COLS = ("access_count", "version")
 
 
+# Touch must not resurrect a record deleted since we looked up its
+# namespace, hence the EXISTS check inside one atomic script.
+# The record's `hits` field keeps the last HITS_KEPT access times (µs, comma
+# separated) for the promotion window; it is not a schema column.
+HITS_KEPT = 16
+TOUCH_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local hits = redis.call('HGET', KEYS[1], 'hits')
+hits = hits and (hits .. ',' .. ARGV[2]) or ARGV[2]
+local parts = {}
+for p in string.gmatch(hits, '[^,]+') do parts[#parts + 1] = p end
+if #parts > tonumber(ARGV[3]) then
+  hits = table.concat(parts, ',', #parts - tonumber(ARGV[3]) + 1, #parts)
+end
+redis.call('HSET', KEYS[1], 'hits', hits)
+redis.call('HSET', KEYS[1], 'last_accessed_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'access_count', 1)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
+return 1
+"""
+
+
 def encode_columns(table: pa.Table) -> dict[str, list[Any]]:
     """Each column as a list of Redis values (None = field omitted)."""
     cols: dict[str, list[Any]] = {}

@@ -290,6 +290,19 @@ class WarmTier:
                     batch = ns.take(rows[start : start + SCAN_BATCH])
                 yield batch
 
+    def named(self, namespace: str, kind: str, name: str) -> list[str]:
+        """Ids of live rows of `kind` in `namespace` named `name` (a payload mask: no
+        vectors, no rows built)."""
+        with self._lock:
+            ns = self._ns.get(namespace)
+            if ns is None or not ns.vec.n_live:
+                return []
+            t = ns.table
+            hit = pc.and_(pc.equal(t["kind"], kind), pc.equal(t["name"], name))
+            mask = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & ns.vec.live
+            ids: list[str] = ns.take_column("id", np.flatnonzero(mask)).to_pylist()
+            return ids
+
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Top-k live rows of one namespace by cosine similarity, with `_score`."""
         with self._lock:
