@@ -296,20 +296,6 @@ class HotTier:
         return int(self.client.zcard(self.keys.kind_index(namespace, kind)))
 
     @_guarded
-    def recent_hits(self, ids: Sequence[str]) -> dict[str, list[int]]:
-        """id -> its last access times (µs, oldest first, at most hot_codec.HITS_KEPT)."""
-        out: dict[str, list[int]] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            where = self._locate(chunk)
-            pipe = self.client.pipeline(transaction=False)
-            for id_, ns in where.items():
-                pipe.hget(self.keys.record(ns, id_), "hits")
-            for id_, raw in zip(where, pipe.execute(), strict=True):
-                if raw:
-                    out[id_] = [int(x) for x in _str(raw).split(",")]
-        return out
-
-    @_guarded
     def ids(self, namespace: str) -> list[str]:
         """Every id of `namespace`, least recently accessed first."""
         return _strs(self.client.zrange(self.keys.recency(namespace), 0, -1))
