@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from tests.test_warm import DIM, by_id, make
 from tiermem.filters import Filter
-from tiermem.schema import vectors
+from tiermem.schema import chunk_matrices, vectors
 from tiermem.tiers.warm import WarmTier
 from tiermem.tiers.warm_files import write_ipc
-from tiermem.tiers.warm_index import HnswParams, VectorIndex, chunk_matrices
+from tiermem.tiers.warm_index import HnswParams, VectorIndex
 
 
 def test_chunk_matrices_are_views_of_each_chunk() -> None:

@@ -66,13 +66,33 @@ def dump_metadata(meta: dict[str, Any]) -> str:
 
 
 def vectors(table: pa.Table) -> np.ndarray:
-    """The embedding column as a float32 [n, dim] matrix (zero-copy when possible)."""
-    col = table.column("embedding").combine_chunks()
-    dim = col.type.list_size
-    flat = col.values.to_numpy(zero_copy_only=False)
-    if col.offset:
-        flat = flat[col.offset * dim : (col.offset + len(col)) * dim]
-    out: np.ndarray = flat.reshape(len(col), dim)
+    """The embedding column as a float32 [n, dim] matrix: a read-only view of the
+    column's buffer when it has one chunk, else one copy."""
+    col = table.column("embedding")
+    mats = chunk_matrices(col)
+    if len(mats) == 1:
+        return mats[0]
+    if not mats:
+        return np.zeros((0, col.type.list_size), dtype=np.float32)
+    out: np.ndarray = np.concatenate(mats)
+    return out
+
+
+def chunk_matrices(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A fixed-size-list float32 column as one [rows, dim] matrix per chunk.
+
+    Views of the column's own buffers (of a memory-mapped file at load), not
+    copies: merging the chunks first (`combine_chunks` copies even a single
+    chunk) put a transient copy of every loaded vector in Arrow's default
+    pool, which kept part of it resident after it was freed (100k memories:
+    2,629 B/memory of L2 RSS with it, 2,524 without).
+    """
+    out = []
+    for chunk in column.chunks:
+        dim = chunk.type.list_size
+        flat = chunk.values.to_numpy(zero_copy_only=False)
+        flat = flat[chunk.offset * dim : (chunk.offset + len(chunk)) * dim]
+        out.append(flat.reshape(len(chunk), dim))
     return out
 
 

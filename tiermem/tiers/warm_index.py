@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from usearch.index import Index
 
 INDEX_FILE = "index.usearch"
@@ -61,24 +60,6 @@ def normalise(mat: np.ndarray) -> np.ndarray:
     return out
 
 
-def chunk_matrices(column: pa.ChunkedArray) -> list[np.ndarray]:
-    """A fixed-size-list float32 column as one [rows, dim] matrix per chunk.
-
-    Views of the column's own buffers (of a memory-mapped file at load), not
-    copies: merging the chunks first (`combine_chunks` copies even a single
-    chunk) put a transient copy of every loaded vector in Arrow's default
-    pool, which kept part of it resident after it was freed (100k memories:
-    2,629 B/memory of L2 RSS with it, 2,524 without).
-    """
-    out = []
-    for chunk in column.chunks:
-        dim = chunk.type.list_size
-        flat = chunk.values.to_numpy(zero_copy_only=False)
-        flat = flat[chunk.offset * dim : (chunk.offset + len(chunk)) * dim]
-        out.append(flat.reshape(len(chunk), dim))
-    return out
-
-
 def fsync_path(path: Path, *, directory: bool = False) -> None:
     """fsync a file or directory by path."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
@@ -107,7 +88,7 @@ class VectorIndex:
 
     def append(self, mats: Sequence[np.ndarray]) -> np.ndarray:
         """Add live rows, given as consecutive [rows, dim] blocks (an Arrow column's
-        chunks: `chunk_matrices`); returns their row numbers. New rows join the HNSW
+        chunks: `schema.chunk_matrices`); returns their row numbers. New rows join the HNSW
         index."""
         total = sum(len(m) for m in mats)
         rows = np.arange(self.n, self.n + total, dtype=np.int64)

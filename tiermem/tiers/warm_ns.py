@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from tiermem.filters import Filter
 from tiermem.ids import to_us
-from tiermem.schema import TS, embedding_array, schema
+from tiermem.schema import TS, chunk_matrices, embedding_array, schema
 from tiermem.tiers.warm_files import (
     append_tombstones,
     detached,
@@ -29,7 +29,7 @@ from tiermem.tiers.warm_files import (
     write_durably,
     write_ipc,
 )
-from tiermem.tiers.warm_index import HnswParams, VectorIndex, chunk_matrices, normalise
+from tiermem.tiers.warm_index import HnswParams, VectorIndex, normalise
 
 TOMBSTONES = "tombstones.log"
 ACCESS = "access.arrow"
