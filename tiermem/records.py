@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -58,9 +58,6 @@ def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.n
     return out
 
 
-_US = timedelta(microseconds=1)
-
-
 def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: int) -> pa.Table:
     """Rows for brand-new memories (version 1, never accessed since creation).
 
@@ -68,11 +65,11 @@ def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: in
     built whole: converting aware datetimes one by one cost ~1 µs a value.
     """
     n, now_us = len(items), to_us(now)
-    created = [to_us(schema.as_utc(m.created_at)) if m.created_at else now_us for m in items]
-    expires = [now_us + m.ttl // _US if m.ttl else None for m in items]
-    ids = [new_id(m.created_at and schema.as_utc(m.created_at)) for m in items]
+    given = [schema.as_utc(m.created_at) if m.created_at else None for m in items]
+    created = [now_us if at is None else to_us(at) for at in given]
+    expires = [to_us(now + m.ttl) if m.ttl else None for m in items]
     cols: dict[str, Any] = {
-        "id": ids,
+        "id": [new_id(at) for at in given],
         "namespace": [m.namespace for m in items],
         "kind": [m.kind for m in items],
         "text": [m.text for m in items],

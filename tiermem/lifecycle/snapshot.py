@@ -27,14 +27,16 @@ from tiermem.tiers.hot import HotTier
 from tiermem.tiers.warm import WarmTier
 
 LIGHT = codec.LIGHT
-_TIMES = ("created_at", "tiered_at", "last_accessed_at", "expires_at")
 Passes = Mapping[tuple[str, str, str], datetime]
 """When demote last passed over each (tier, namespace, kind) group (`ItemStats.passed_at`)."""
 
 
 def _columns(table: pa.Table) -> tuple[dict[str, list[Any]], list[int]]:
     """The LIGHT columns of a tier's rows as Python values, and text + metadata bytes."""
-    cols = {c: sch.datetimes(table[c]) if c in _TIMES else table[c].to_pylist() for c in LIGHT}
+    cols = {
+        c: sch.datetimes(table[c]) if pa.types.is_timestamp(table[c].type) else table[c].to_pylist()
+        for c in LIGHT
+    }
     size = pc.add(pc.binary_length(table["text"]), pc.binary_length(table["metadata"]))
     return cols, size.to_pylist()
 
