@@ -159,3 +159,40 @@ def test_search_applies_every_filter(tier: Tier) -> None:
     assert ids[6] in set(
         ids_of(tier.search("ns:a", q, n, Filter(now=now, include_superseded=True)))
     )
+
+
+def test_find_gives_what_search_gives(tier: Tier) -> None:
+    """The read path's `find` (L1/L2 read rows without a table) must agree with
+    `search` field for field, nulls, lists and access stats included, across
+    several puts (L2: several payload parts)."""
+    n = 9
+    for seed in range(3):
+        tier.put(
+            make_table(
+                "ns:a",
+                n,
+                seed=seed,
+                expires_at=[T0 + timedelta(days=9) if i % 4 == 0 else None for i in range(n)],
+                source_ids=[[f"s{i}", "ü"] if i % 2 else [] for i in range(n)],
+                superseded_by=["x" if i == 3 else None for i in range(n)],
+                name=["proc" if i % 3 == 0 else None for i in range(n)],
+                text=["" if i == 1 else f"t{i} ☕" for i in range(n)],
+            )
+        )
+    tier.touch([f"ns:a-1-{i}" for i in range(4)], T0 + timedelta(days=2))
+    rng = np.random.default_rng(3)
+    at = T0 + timedelta(days=5)
+    for q in unit(rng, 4):
+        for flt in (Filter(), Filter(now=T0, include_superseded=True)):
+            table = tier.search("ns:a", q, 12, flt)
+            found = tier.find("ns:a", q, 12, flt)
+            assert found.tier == tier.name
+            assert found.ids == ids_of(table)
+            assert found.versions == table.column("version").to_pylist()
+            assert found.scores == table.column(SCORE).to_pylist()
+            want = sch.to_memories(table.drop_columns([SCORE]), tier.name, accessed_at=at)
+            assert found.memories(range(len(found.ids)), at) == want
+            assert found.memories([2, 0], None) == [
+                sch.to_memories(table.drop_columns([SCORE]), tier.name)[i] for i in (2, 0)
+            ]
+    assert tier.find("ns:none", unit(rng, 1)[0], 5, Filter()).ids == []

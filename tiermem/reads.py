@@ -74,12 +74,12 @@ class Reads(EngineCore):
         fetch = k if score == "relevance" else 3 * k
         tiers = self.backends.tiers
         hot_warm: tuple[TierName, ...] = ("l1", "l2")
-        results = [(t, tiers[t].search(namespace, vec, fetch, flt)) for t in hot_warm]
+        results = [tiers[t].find(namespace, vec, fetch, flt) for t in hot_warm]
         found = retrieval.rank(results)
         # L3 too unless hot+warm already hold k strong hits: the k-th score, not the
         # best, decides, so a namespace that is mostly cold is not cut off (LoCoMo).
         if deep or len(found) < fetch or found[k - 1].score < self.config.search.deep_below:
-            results.append(("l3", tiers["l3"].search(namespace, vec, fetch, flt)))
+            results.append(tiers["l3"].find(namespace, vec, fetch, flt))
             found = retrieval.rank(results)
         if score == "relevance":
             self._record_access(found[:k], now)

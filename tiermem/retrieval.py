@@ -1,6 +1,6 @@
 """Merging per-tier search results: duplicates, scores, ranking.
 
-Each tier returns its own top-k with a cosine `_score`. Ranking keeps one
+Each tier returns its own top-k with cosine scores (a `tiers.found.Found`). Ranking keeps one
 candidate per id (the copy `moves.winner` picks: newest version, then hottest
 tier, so a memory caught mid-move is returned once) and ranks by score.
 
@@ -15,12 +15,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal, NamedTuple
 
-import pyarrow as pa
-
-from tiermem import schema
 from tiermem.model import Hit, TierName
 from tiermem.moves import winner
-from tiermem.tiers.base import SCORE
+from tiermem.tiers.found import Found
 
 ScoreMode = Literal["relevance", "blended"]
 RECENCY_DECAY_PER_HOUR = 0.995
@@ -28,7 +25,7 @@ BLEND_WEIGHTS = {"relevance": 0.6, "recency": 0.2, "importance": 0.2}
 
 
 class Candidate(NamedTuple):
-    """One tier's copy of a search result: a row of that tier's result table.
+    """One tier's copy of a search result: a rank in that tier's `Found`.
 
     A NamedTuple, not a frozen dataclass: a search builds one per tier hit,
     and a frozen dataclass's __init__ costs ~1 µs a field.
@@ -38,43 +35,39 @@ class Candidate(NamedTuple):
     score: float
     tier: TierName
     version: int
-    table: pa.Table
-    row: int
+    found: Found
+    rank: int
 
 
-def rank(results: Iterable[tuple[TierName, pa.Table]]) -> list[Candidate]:
+def rank(results: Iterable[Found]) -> list[Candidate]:
     """One candidate per id across tiers, best score first.
 
     Works on the ids, versions and scores only, so Memory objects are built
     for the k results returned (`hits`), not for every tier's top-k.
     """
     best: dict[str, Candidate] = {}
-    for tier, table in results:
-        if table.num_rows == 0:
-            continue
-        cols = (table.column(c).to_pylist() for c in ("id", "version", SCORE))
-        for row, (id_, version, score) in enumerate(zip(*cols, strict=True)):
+    for found in results:
+        tier = found.tier
+        ranked = zip(found.ids, found.versions, found.scores, strict=True)
+        for i, (id_, version, score) in enumerate(ranked):
             prev = best.get(id_)
             if prev is None or winner((prev.tier, prev.version), (tier, version)) != (
                 (prev.tier, prev.version)
             ):
-                best[id_] = Candidate(id_, float(score), tier, version, table, row)
+                best[id_] = Candidate(id_, score, tier, version, found, i)
     return sorted(best.values(), key=lambda c: c.score, reverse=True)
 
 
 def hits(candidates: Sequence[Candidate], accessed_at: datetime | None = None) -> list[Hit]:
     """The candidates as Hits, in order (see `schema.to_memories` for `accessed_at`)."""
-    by_table: dict[int, list[int]] = {}
+    by_found: dict[int, list[int]] = {}
     for i, c in enumerate(candidates):
-        by_table.setdefault(id(c.table), []).append(i)
+        by_found.setdefault(id(c.found), []).append(i)
     out: list[Hit | None] = [None] * len(candidates)
-    for positions in by_table.values():
+    for positions in by_found.values():
         first = candidates[positions[0]]
-        rows = [candidates[i].row for i in positions]
-        table = first.table.drop_columns([SCORE])
-        if rows != list(range(table.num_rows)):  # tiers return rows best first: often all
-            table = table.take(pa.array(rows, pa.int64()))
-        memories = schema.to_memories(table, first.tier, accessed_at=accessed_at)
+        ranks = [candidates[i].rank for i in positions]
+        memories = first.found.memories(ranks, accessed_at)
         for i, mem in zip(positions, memories, strict=True):
             out[i] = Hit(memory=mem, score=candidates[i].score, tier=candidates[i].tier)
     return [h for h in out if h is not None]

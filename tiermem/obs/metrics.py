@@ -216,8 +216,9 @@ class EngineMetrics:
         _patch(e.lifecycle, "apply", self._apply)
         _patch(e.mover, "move", self._move)
         for tier, obj in e.backends.tiers.items():
-            for op in ("get", "search"):
-                _patch(obj, op, functools.partial(self._tier_op, tier, op))
+            # `find` is the read path's search (tiers/found.py): timed as a search
+            for method, op in (("get", "get"), ("search", "search"), ("find", "search")):
+                _patch(obj, method, functools.partial(self._tier_op, tier, op))
 
     def _op(self, op: str, fn: Fn) -> Fn:
         hist, errors = self.op_seconds, self.errors

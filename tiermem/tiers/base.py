@@ -12,7 +12,8 @@ Contract shared by all tiers (checked by tests/test_tier_behaviour.py):
   stats; ``delete`` returns how many it removed and ignores unknown ids.
 - ``search`` ranks one namespace by cosine similarity to a unit vector and
   returns at most ``k`` rows passing the filter, best first, with a float64
-  ``_score`` column appended. It never reads another namespace.
+  ``_score`` column appended. It never reads another namespace. ``find``
+  answers the same search for the read path (`tiermem.tiers.found`).
 - ``touch`` records an access (last_accessed_at = at, access_count += 1).
 """
 
@@ -27,8 +28,9 @@ import pyarrow as pa
 
 from tiermem.filters import Filter
 from tiermem.model import TierName, TierStats
+from tiermem.tiers.found import SCORE, Found
 
-SCORE = "_score"
+__all__ = ["SCORE", "Found", "Tier"]
 
 
 class Tier(Protocol):
@@ -47,6 +49,9 @@ class Tier(Protocol):
 
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Top-k rows of `namespace` by cosine similarity, with a `_score` column."""
+
+    def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
+        """The same top-k as `search`, as the read path consumes it."""
 
     def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
         """Every row (of one namespace, or all), in batches."""

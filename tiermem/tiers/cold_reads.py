@@ -33,6 +33,7 @@ from tiermem.tiers import manifest as mf
 from tiermem.tiers.base import SCORE
 from tiermem.tiers.cold_files import PAIRS, FileWriter
 from tiermem.tiers.cold_files import io_errors as _io
+from tiermem.tiers.found import Found, TableFound
 from tiermem.tiers.manifest import VectorPrecision
 
 BATCH = 10_000
@@ -230,6 +231,10 @@ class ColdReads:
                 return out_schema.empty_table()
             top = self._access.apply(passed.slice(0, k))
             return top.select([*COLUMNS, SCORE]).cast(out_schema)
+
+    def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
+        """`search`'s table, for the read path (`tiers.found`)."""
+        return TableFound("l3", self.search(namespace, vector, k, flt))
 
     def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
         """Every live row (of one namespace, or all), in batches of at most 10k rows.

@@ -35,6 +35,7 @@ from tiermem.ids import to_us
 from tiermem.model import KINDS, TierName, TierStats
 from tiermem.tiers import hot_codec as codec
 from tiermem.tiers import resp
+from tiermem.tiers.found import Found
 from tiermem.tiers.hot_cache import CacheMode, SearchCache
 from tiermem.tiers.keys import Keys
 
@@ -362,6 +363,11 @@ class HotTier:
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Exact top-k cosine over `namespace` (see `hot_cache` for how copies stay current)."""
         return self._search.search(namespace, vector, k, flt)
+
+    @_guarded
+    def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
+        """The same top-k as `search`, for the read path (`tiers.found`)."""
+        return self._search.find(namespace, vector, k, flt)
 
     def _load(self, namespace: str) -> pa.Table:
         return self._fetch([(i, namespace) for i in self.ids(namespace)])

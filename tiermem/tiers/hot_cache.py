@@ -25,7 +25,9 @@ import redis
 
 from tiermem import schema as sch
 from tiermem.filters import Filter
+from tiermem.tiers.arrow_rows import RowReader
 from tiermem.tiers.base import SCORE
+from tiermem.tiers.found import Found, RowsFound
 from tiermem.tiers.keys import Keys
 from tiermem.tiers.tracking import VersionTracker
 
@@ -43,6 +45,14 @@ class _Cached:
     matrix: np.ndarray
     norms: np.ndarray
     none: pa.Table | None = None  # the no-hit result, built once (most L1s miss most namespaces)
+    reader: RowReader | None = None  # built on the first `find` with hits
+
+    def rows(self, top: np.ndarray) -> list[dict[str, Any]]:
+        """Rows `top` of the copy as Python values (no embedding: see `matrix`)."""
+        if self.reader is None:
+            names = [n for n in self.table.schema.names if n != "embedding"]
+            self.reader = RowReader(self.table, names)
+        return [self.reader.row(i) for i in top.tolist()]
 
     def empty(self) -> pa.Table:
         """A result with no rows: the table's schema plus `_score`."""
@@ -68,21 +78,36 @@ class SearchCache:
 
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Exact top-k cosine over the namespace's rows passing `flt`, with `_score`."""
-        cached = self._current(namespace)
-        if cached.table.num_rows == 0 or k <= 0:
+        cached, top, scores = self._top(namespace, vector, k, flt)
+        if not len(top):
             return cached.empty()
+        rows = cached.table.take(pa.array(top))
+        return rows.append_column(SCORE, pa.array(scores, pa.float64()))
+
+    def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
+        """The same top-k as `search`, as Python rows (see `tiers.found`)."""
+        cached, top, scores = self._top(namespace, vector, k, flt)
+        return RowsFound("l1", cached.rows(top), cached.matrix[top], scores.tolist())
+
+    def _top(
+        self, namespace: str, vector: np.ndarray, k: int, flt: Filter
+    ) -> tuple[_Cached, np.ndarray, np.ndarray]:
+        """The namespace's copy, and the row numbers and scores of its top-k."""
+        cached = self._current(namespace)
+        none = np.zeros(0, dtype=np.int64), np.zeros(0)
+        if cached.table.num_rows == 0 or k <= 0:
+            return cached, *none
         idx = np.flatnonzero(flt.mask(cached.table))
         k = min(k, len(idx))
         if k == 0:
-            return cached.empty()
+            return cached, *none
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         denom = cached.norms[idx] * float(np.linalg.norm(q))
         dots = (cached.matrix[idx] @ q).astype(np.float64)
         scores = np.divide(dots, denom, out=np.zeros(len(idx)), where=denom > 0)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        rows = cached.table.take(pa.array(idx[top]))
-        return rows.append_column(SCORE, pa.array(scores[top], pa.float64()))
+        return cached, idx[top], scores[top]
 
     def changed(self, namespaces: Iterable[str]) -> None:
         """This process wrote to these namespaces: their next search revalidates.

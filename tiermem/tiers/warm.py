@@ -44,6 +44,7 @@ from tiermem.ids import to_us
 from tiermem.model import TierName, TierStats
 from tiermem.schema import COLUMNS, schema
 from tiermem.tiers.base import SCORE
+from tiermem.tiers.found import Found, RowsFound
 from tiermem.tiers.warm_files import io_errors, write_namespace_name
 from tiermem.tiers.warm_index import HnswParams, fsync_path
 from tiermem.tiers.warm_load import load_namespace
@@ -306,17 +307,34 @@ class WarmTier:
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Top-k live rows of one namespace by cosine similarity, with `_score`."""
         with self._lock:
-            ns = self._ns.get(namespace)
-            if ns is None or k <= 0:
+            ns, rows, scores = self._top(namespace, vector, k, flt)
+            if ns is None:
                 return _scored(self.schema.empty_table(), np.zeros(0))
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
-            if q.shape != (self.dim,):
-                raise ValidationError(f"must have {self.dim} dimensions", field="vector")
-            before = ns.vec.ann is not None
-            with io_errors("search", ns.path):
-                rows, scores = ns.search(q, k, flt, self.exact_threshold)
-            self.index_builds += int(ns.vec.ann is not None and not before)
             return _scored(ns.take(rows), scores)
+
+    def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
+        """The same top-k as `search`, as Python rows: no table built (`tiers.found`)."""
+        with self._lock:
+            ns, rows, scores = self._top(namespace, vector, k, flt)
+            if ns is None:
+                return RowsFound("l2", [], np.zeros((0, self.dim), np.float32), [])
+            return RowsFound("l2", ns.values(rows), ns.vec.vectors(rows), scores.tolist())
+
+    def _top(
+        self, namespace: str, vector: np.ndarray, k: int, flt: Filter
+    ) -> tuple[Namespace | None, np.ndarray, np.ndarray]:
+        """The namespace (None if not held or k <= 0), its top-k rows and scores."""
+        ns = self._ns.get(namespace)
+        if ns is None or k <= 0:
+            return None, np.zeros(0, np.int64), np.zeros(0)
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape != (self.dim,):
+            raise ValidationError(f"must have {self.dim} dimensions", field="vector")
+        before = ns.vec.ann is not None
+        with io_errors("search", ns.path):
+            rows, scores = ns.search(q, k, flt, self.exact_threshold)
+        self.index_builds += int(ns.vec.ann is not None and not before)
+        return ns, rows, scores
 
     def namespaces(self) -> set[str]:
         """Namespaces with at least one live row."""

@@ -14,6 +14,7 @@ import re
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.schema import TS, chunk_matrices, embedding_array, schema
+from tiermem.tiers.arrow_rows import RowReader
 from tiermem.tiers.warm_files import (
     append_tombstones,
     detached,
@@ -70,6 +72,7 @@ class Namespace:
         self.any_exp = self.any_superseded = False
         self.tomb_lines = 0
         self._table: pa.Table | None = None
+        self._readers: list[RowReader] | None = None  # one per part, built on demand
 
     # -- in-memory state --------------------------------------------------
 
@@ -101,7 +104,7 @@ class Namespace:
         self._merge_tail()
         self.seqs.append(seq)
         self.starts.append(self.vec.n)
-        self._table = None
+        self._table, self._readers = None, None
         ids: list[str] = table.column("id").to_pylist()
         old = [self.id2row[i] for i in ids if i in self.id2row]
         rows = self.vec.append(chunk_matrices(table.column(EMBEDDING)))
@@ -204,6 +207,21 @@ class Namespace:
             arr = pa.array(values[rows], type=TS if col == "last_accessed_at" else pa.int64())
             t = t.set_column(i, t.schema.field(i), arr)
         return t
+
+    def values(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """These rows as Python values (`arrow_rows`: timestamps in µs), with their
+        current access stats and no embedding: a search's few rows, read without
+        building a table."""
+        if self._readers is None:
+            self._readers = [RowReader(p) for p in self.parts]
+        which = np.searchsorted(self.part_starts, rows, side="right") - 1
+        stats = zip(self.last_us[rows].tolist(), self.count[rows].tolist(), strict=True)
+        out = []
+        for r, p, (last, count) in zip(rows.tolist(), which.tolist(), stats, strict=True):
+            row = self._readers[p].row(r - self.part_starts[p])
+            row["last_accessed_at"], row["access_count"] = last, count
+            out.append(row)
+        return out
 
     def touch(self, id_: str, us: int) -> None:
         """One access of a held id at `us` µs."""
