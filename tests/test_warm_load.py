@@ -40,7 +40,7 @@ def test_vector_index_appends_blocks_in_order() -> None:
     np.testing.assert_array_equal(rest, np.arange(3, 74))
     want = np.concatenate(blocks)
     np.testing.assert_array_equal(vec.vectors(np.arange(74)), want)
-    np.testing.assert_allclose(vec._norms[:74], np.linalg.norm(want, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(vec._inv_norms[:74], 1 / np.linalg.norm(want, axis=1), rtol=1e-6)
     assert vec.n == vec.n_live == 74
 
 

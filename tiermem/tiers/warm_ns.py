@@ -327,7 +327,7 @@ class Namespace:
         metadata `where` (JSON per row) is only evaluated on ranked
         candidates, best first, until k pass.
         """
-        q = normalise(q[None, :])[0]
+        q = normalise(q)
         base = self._plain_mask(flt)
         n_pass = int(base.sum())
         if n_pass == 0:
