@@ -16,7 +16,7 @@ import json
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
@@ -38,14 +38,14 @@ MAX_METADATA_BYTES = 16_384
 MAX_METADATA_KEY = 128
 
 
-def _to_vector(value: Any) -> np.ndarray:
+def _to_vector(value: Any, finite: bool = True) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError("must be a sequence of numbers") from exc
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"must be a non-empty 1-d vector, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
+    if finite and not np.isfinite(arr).all():
         raise ValueError("must not contain NaN or infinite values")
     return np.ascontiguousarray(arr)
 
@@ -81,10 +81,18 @@ def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, 
     for key, value in meta.items():
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY:
             raise ValueError(f"keys must be non-empty strings of <= {MAX_METADATA_KEY} chars")
-        for item in value if isinstance(value, list) else [value]:
-            _check_scalar(key, item)
-            bound += _json_bound(item)
-        bound += _json_bound(key) + 4  # quotes are in the bound; ':' ',' '[]'
+        bound += 6 * len(key) + 7  # _json_bound(key), and ':' ',' '[]'
+        kind = type(value)
+        if kind is str:  # the common exact types inline: ~2x faster per batch
+            bound += 6 * len(value) + 3
+        elif kind is int:
+            bound += len(str(value)) + 1
+        elif kind is bool or value is None:
+            bound += 26
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                _check_scalar(key, item)
+                bound += _json_bound(item)
     if bound <= max_bytes:
         return meta
     size = len(json.dumps(meta, separators=(",", ":")).encode())
@@ -100,6 +108,16 @@ def _json_bound(value: str | bool | int | float | None) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return len(str(value)) + 1  # ints are unbounded
     return 26  # null, true, false, or a float's repr (at most 24 chars), and the comma
+
+
+def _check_text(v: str) -> str:
+    if not v or v.isspace():
+        raise ValueError("must not be empty")
+    if len(v) * 4 > MAX_TEXT_BYTES:  # else it fits whatever it encodes to (<= 4 B a char)
+        size = len(v.encode())
+        if size > MAX_TEXT_BYTES:
+            raise ValueError(f"is {size} bytes; the limit is {MAX_TEXT_BYTES}")
+    return v
 
 
 class MemoryIn(BaseModel):
@@ -122,13 +140,7 @@ class MemoryIn(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, v: str) -> str:
-        if not v or v.isspace():
-            raise ValueError("must not be empty")
-        if len(v) * 4 > MAX_TEXT_BYTES:  # else it fits whatever it encodes to (<= 4 B a char)
-            size = len(v.encode())
-            if size > MAX_TEXT_BYTES:
-                raise ValueError(f"is {size} bytes; the limit is {MAX_TEXT_BYTES}")
-        return v
+        return _check_text(v)
 
     @field_validator("namespace")
     @classmethod
@@ -173,10 +185,61 @@ class MemoryIn(BaseModel):
         if not isinstance(data, dict):
             raise ValidationError(f"each item must be a dict, not {type(data).__name__}")
         merged = {**{k: v for k, v in defaults.items() if v is not None}, **data}
+        if cls is MemoryIn and (quick := quick_parse(merged)) is not None:
+            return quick
         try:
             return cls.model_validate(merged)
         except PydanticValidationError as exc:
             raise translate(exc) from None
+
+
+QUICK_FIELDS = frozenset({"text", "namespace", "kind", "metadata", "importance", "embedding"})
+
+
+def quick_parse(data: dict[str, Any], finite: bool = True) -> MemoryIn | None:
+    """`MemoryIn.model_validate(data)` for the common item (exact types, quick fields
+    only) without pydantic's per-field calls; None when unsure: the caller validates
+    in full, so every error still comes from pydantic. `finite=False` leaves the
+    NaN/inf check to a caller that checks a whole batch's vectors at once."""
+    if not QUICK_FIELDS.issuperset(data):
+        return None
+    text, ns, kind = data.get("text"), data.get("namespace"), data.get("kind", "episodic")
+    meta, imp, vec = data.get("metadata"), data.get("importance", 0.5), data.get("embedding")
+    if type(text) is not str or type(ns) is not str or type(imp) is not float:
+        return None
+    if type(kind) is not str or kind not in KINDS or not 0.0 <= imp <= 1.0:
+        return None
+    meta = {} if meta is None else meta
+    if type(meta) is not dict or not all(type(k) is str for k in meta):
+        return None  # pydantic would make str subclass keys plain str
+    try:
+        _check_text(text)
+        meta = dict(check_metadata(meta))  # pydantic's copy
+        vec = None if vec is None else _to_vector(vec, finite)
+    except ValueError:
+        return None
+    if not NAMESPACE_RE.match(ns):
+        return None
+    fields: dict[str, Any] = {
+        "text": text, "namespace": ns, "kind": kind, "metadata": meta, "importance": imp,
+        "embedding": vec, "ttl": None, "pinned": False, "created_at": None, "name": None,
+        "supersedes": None,
+    }  # fmt: skip
+    return _instance(MemoryIn, fields, set(data))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _instance(cls: type[M], fields: dict[str, Any], given: set[str]) -> M:
+    """A `cls` holding `fields` (every field's valid value, in field order), as
+    validation would build it; `given` are the fields set explicitly."""
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", fields)
+    object.__setattr__(m, "__pydantic_fields_set__", given)
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
 
 
 def translate(exc: PydanticValidationError) -> ValidationError:
@@ -222,12 +285,7 @@ class Memory(BaseModel):
         `model_construct` does, without its per-field alias and default walk
         (~10 µs a memory, most of a search's Python time).
         """
-        m = cls.__new__(cls)
-        object.__setattr__(m, "__dict__", fields)
-        object.__setattr__(m, "__pydantic_fields_set__", set(fields))
-        object.__setattr__(m, "__pydantic_extra__", None)
-        object.__setattr__(m, "__pydantic_private__", None)
-        return m
+        return _instance(cls, fields, set(fields))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Memory):

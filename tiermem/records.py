@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,9 +12,9 @@ import pyarrow as pa
 
 from tiermem import schema
 from tiermem.embed import Embedder, normalize
-from tiermem.errors import ValidationError
+from tiermem.errors import TierMemError, ValidationError
 from tiermem.ids import new_id, to_us
-from tiermem.model import Memory, MemoryIn
+from tiermem.model import Memory, MemoryIn, quick_parse
 
 
 def check_vector(vec: np.ndarray, dim: int, field: str = "embedding") -> np.ndarray:
@@ -26,6 +27,56 @@ def check_vector(vec: np.ndarray, dim: int, field: str = "embedding") -> np.ndar
         raise ValidationError("must not be all zeros", field=field)
     unit: np.ndarray = vec / np.float32(norm)
     return unit
+
+
+def parse_batch(
+    items: Sequence[Any], namespace: str | None, dim: int
+) -> list[MemoryIn | TierMemError]:
+    """Each item as `MemoryIn`, or the `TierMemError` it alone would raise in `add_many`:
+    `MemoryIn.parse`, no `supersedes`, and a given vector of `dim` non-zero numbers.
+
+    The vectors' checks (finite, shape, not all zeros) run on the batch as one
+    matrix; an item failing one is parsed again alone, for its exact error.
+    """
+    out: list[MemoryIn | TierMemError] = []
+    vecs: dict[int, np.ndarray] = {}  # quick items' vectors, not yet checked
+    for i, raw in enumerate(items):
+        quick = None
+        if isinstance(raw, dict):  # parse's merge: the item's own fields win
+            merged = raw if namespace is None else {"namespace": namespace, **raw}
+            quick = quick_parse(merged, finite=False)
+        if quick is not None and quick.embedding is not None:
+            vecs[i] = quick.embedding
+        out.append(quick if quick is not None else _parse_one(raw, namespace, dim))
+    for i, ok in zip(vecs, _fine_vectors(list(vecs.values()), dim), strict=True):
+        if not ok:
+            out[i] = _parse_one(items[i], namespace, dim)
+    return out
+
+
+def _parse_one(raw: Any, namespace: str | None, dim: int) -> MemoryIn | TierMemError:
+    try:
+        item = MemoryIn.parse(raw, namespace=namespace)
+        if item.supersedes is not None:
+            raise ValidationError("use add() for supersedes", field="supersedes")
+        vec = item.embedding
+        if vec is not None and (vec.shape != (dim,) or not vec.any()):
+            check_vector(vec, dim)  # raises, naming the field
+        return item
+    except TierMemError as exc:
+        return exc
+
+
+def _fine_vectors(vecs: list[np.ndarray], dim: int) -> list[bool]:
+    """Per vector: `dim` finite numbers, not all zero."""
+    shaped = [i for i, v in enumerate(vecs) if v.shape == (dim,)]
+    fine = [False] * len(vecs)
+    if shaped:
+        mat = np.stack([vecs[i] for i in shaped])
+        good = (np.isfinite(mat).all(axis=1) & mat.any(axis=1)).tolist()
+        for i, ok in zip(shaped, good, strict=True):
+            fine[i] = ok
+    return fine
 
 
 def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.ndarray:
@@ -42,11 +93,14 @@ def embed_items(items: Sequence[MemoryIn], embedder: Embedder, dim: int) -> np.n
         if any(v.shape != (dim,) for v in given_vecs):
             for v in given_vecs:  # raise the one-item error for the first bad shape
                 check_vector(v, dim)
-        mat = np.stack(given_vecs).astype(np.float32, copy=False)
+        mat = np.stack(given_vecs).astype(np.float32, copy=False)  # a new array: ours
         norms = np.sqrt(np.einsum("ij,ij->i", mat, mat))
         if not norms.all():
             raise ValidationError("must not be all zeros", field="embedding")
-        out[given] = mat / norms[:, None]
+        mat /= norms[:, None]
+        if not todo:
+            return mat  # every vector given (the common batch): no copy into `out`
+        out[given] = mat
     if todo:
         vecs = np.asarray(embedder.embed([items[i].text for i in todo]), dtype=np.float32)
         if vecs.shape != (len(todo), dim):
@@ -73,7 +127,7 @@ def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: in
         "namespace": [m.namespace for m in items],
         "kind": [m.kind for m in items],
         "text": [m.text for m in items],
-        "metadata": [schema.dump_metadata(m.metadata) for m in items],
+        "metadata": [_dump_metadata(m.metadata) if m.metadata else "{}" for m in items],
         "importance": [float(m.importance) for m in items],
         "created_at": _timestamps(created),
         "access_count": pa.array(np.zeros(n, np.int64)),
@@ -88,6 +142,10 @@ def new_rows(items: Sequence[MemoryIn], vecs: np.ndarray, now: datetime, dim: in
     }
     cols["updated_at"] = cols["last_accessed_at"] = cols["created_at"]
     return schema.from_columns(dim, cols)
+
+
+# schema.dump_metadata's JSON, from one encoder (json.dumps builds one per call)
+_dump_metadata = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def _timestamps(us: Sequence[int | None]) -> pa.Array:

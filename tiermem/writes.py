@@ -4,7 +4,7 @@ delete, forget, supersession."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -81,19 +81,12 @@ class Writes(EngineCore):
         ids: list[str | None] = [None] * len(items)
         errors: dict[int, TierMemError] = {}
         good: list[tuple[int, MemoryIn]] = []
-        for i, raw in enumerate(items):
-            try:
-                item = MemoryIn.parse(raw, namespace=namespace)
-                if item.supersedes is not None:
-                    raise ValidationError("use add() for supersedes", field="supersedes")
-                vec = item.embedding
-                if vec is not None and (vec.shape != (self.dim,) or not vec.any()):
-                    records.check_vector(vec, self.dim)  # raises, naming the field
-                good.append((i, item))
-            except TierMemError as exc:
-                errors[i] = exc
-        claimed = [(i, item) for i, item in good if self.types.handles(item)]
-        good = [(i, item) for i, item in good if not self.types.handles(item)]
+        claimed: list[tuple[int, MemoryIn]] = []
+        for i, parsed in enumerate(records.parse_batch(items, namespace, self.dim)):
+            if isinstance(parsed, TierMemError):
+                errors[i] = parsed
+            else:
+                (claimed if self.types.handles(parsed) else good).append((i, parsed))
         for (i, _), got in zip(
             claimed, self.types.add_many([item for _, item in claimed]), strict=True
         ):
@@ -131,7 +124,8 @@ class Writes(EngineCore):
         b = self._writable()
         with self._mutex:
             adm = capacity.admit(items, self.policy, self._count)
-            chosen = [self._with_default_ttl(items[i]) for i in adm.admitted]
+            ttls = {kind: self.policy.for_kind(kind).ttl for kind in {m.kind for m in items}}
+            chosen = [_with_ttl(items[i], ttls[items[i].kind]) for i in adm.admitted]
             if not chosen:
                 return schema.schema(self.dim).empty_table(), [], adm.errors
             vecs = records.embed_items(chosen, self.embedder, self.dim)
@@ -150,10 +144,6 @@ class Writes(EngineCore):
             for group in adm.evict:
                 self._evict_now(*group)
         return table, places, adm.errors
-
-    def _with_default_ttl(self, item: MemoryIn) -> MemoryIn:
-        ttl = self.policy.for_kind(item.kind).ttl
-        return item if item.ttl is not None or ttl is None else item.model_copy(update={"ttl": ttl})
 
     def _count(self, tier: TierName, namespace: str, kind: str) -> int:
         if tier == "l1":
@@ -285,3 +275,8 @@ class Writes(EngineCore):
         check_namespace(namespace)
         self._writable()
         return self.types.rollback(name, namespace, version)
+
+
+def _with_ttl(item: MemoryIn, ttl: timedelta | None) -> MemoryIn:
+    """`item` with its kind's default `ttl` when it has none."""
+    return item if item.ttl is not None or ttl is None else item.model_copy(update={"ttl": ttl})

@@ -28,7 +28,6 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from tiermem import schema as sch
 from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
@@ -127,27 +126,28 @@ class HotTier:
 
     def _put_batch(self, table: pa.Table, new: bool = False) -> None:
         cols = codec.encode_columns(table)
-        names = [(n, cols[n]) for n in sch.COLUMNS]
         ids, nss = cols["id"], cols["namespace"]
-        last, acc, kinds, tiered = (
-            cols["last_accessed_at"],
-            cols["access_count"],
-            cols["kind"],
-            cols["tiered_at"],
-        )
+        keys = [self.keys.record(ns, id_) for id_, ns in zip(ids, nss, strict=True)]
+        hsets = codec.hset_commands(keys, table, cols)
+        if new:
+            commands: list[resp.Command] = hsets
+        else:  # DEL then HSET per record, in row order (a repeated id keeps its last row)
+            commands = [c for k, h in zip(keys, hsets, strict=True) for c in (("DEL", k), h)]
+        nss_written = self._index(commands, cols)
+        resp.transaction(self.client, commands)
+        self._search.changed(nss_written)
+
+    def _index(self, commands: list[resp.Command], cols: dict[str, list[Any]]) -> list[str]:
+        """Append the index updates of a put's rows; returns their namespaces."""
+        ids, nss = cols["id"], cols["namespace"]
         recency: dict[str, list[Any]] = {}  # ns -> ZADD args (score, member, ...)
         freq: dict[str, list[Any]] = {}
         by_kind: dict[tuple[str, str], list[Any]] = {}
-        commands: list[resp.Command] = []
-        for i, (id_, ns) in enumerate(zip(ids, nss, strict=True)):
-            key = self.keys.record(ns, id_)
-            if not new:
-                commands.append(("DEL", key))
-            fields = [x for n, c in names if c[i] is not None for x in (n, c[i])]
-            commands.append(("HSET", key, *fields))
-            recency.setdefault(ns, []).extend((last[i], id_))
-            freq.setdefault(ns, []).extend((acc[i], id_))
-            by_kind.setdefault((ns, kinds[i]), []).extend((tiered[i], id_))
+        stats = (cols["kind"], cols["last_accessed_at"], cols["access_count"], cols["tiered_at"])
+        for id_, ns, kind, last, acc, tiered in zip(ids, nss, *stats, strict=True):
+            recency.setdefault(ns, []).extend((last, id_))
+            freq.setdefault(ns, []).extend((acc, id_))
+            by_kind.setdefault((ns, kind), []).extend((tiered, id_))
         directory = [x for pair in zip(ids, nss, strict=True) for x in pair]
         commands.append(("HSET", self.keys.directory(), *directory))
         for (ns, kind), members in by_kind.items():  # one ZADD per (namespace, kind)
@@ -155,10 +155,9 @@ class HotTier:
         for ns in recency:
             commands.append(("ZADD", self.keys.recency(ns), *recency[ns]))
             commands.append(("ZADD", self.keys.frequency(ns), *freq[ns]))
-            commands.append(("SADD", self.keys.namespaces(), ns))
             commands.append(("INCR", self.keys.version(ns)))
-        resp.transaction(self.client, commands)
-        self._search.changed(recency)
+        commands.append(("SADD", self.keys.namespaces(), *recency))  # one for all namespaces
+        return list(recency)
 
     @_guarded
     def delete(self, ids: Sequence[str]) -> int:
