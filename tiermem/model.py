@@ -40,7 +40,8 @@ MAX_METADATA_KEY = 128
 
 def _to_vector(value: Any, finite: bool = True) -> np.ndarray:
     try:
-        arr = np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a too-large value becomes inf: refused below
+            arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError("must be a sequence of numbers") from exc
     if arr.ndim != 1 or arr.size == 0:
