@@ -34,9 +34,13 @@ def clustered(n: int, dim: int, centres: int, seed: int) -> tuple[np.ndarray, np
     return unit(c[pick] + 0.3 * rng.standard_normal((n, dim)) / np.sqrt(dim)), c
 
 
-def element_type(path: Path) -> pa.DataType:
-    t: pa.DataType = pq.read_schema(path).field("embedding").type.value_type
-    return t
+def element_type(path: Path, dim: int) -> pa.DataType:
+    """The float type a data file stores vector elements as (either layout)."""
+    t = pq.read_schema(path).field("embedding").type
+    if pa.types.is_fixed_size_binary(t):  # the bytes layout: dim floats per value
+        return {2: pa.float16(), 4: pa.float32()}[t.byte_width // dim]
+    out: pa.DataType = t.value_type
+    return out
 
 
 def test_float16_round_trip_within_tolerance(tmp_path: Path) -> None:
@@ -47,7 +51,7 @@ def test_float16_round_trip_within_tolerance(tmp_path: Path) -> None:
     rows = rows.set_column(4, "embedding", embedding_array(want))
     tier.put(rows)
     (path,) = tier.files("a")
-    assert element_type(path) == pa.float16()  # the file says its precision
+    assert element_type(path, dim) == pa.float16()  # the file says its precision
     assert tier._manifest.data[0].vector_precision == "float16"
     got = tier.get(rows["id"].to_pylist()).sort_by("id")
     assert got.schema == schema(dim)  # read back as float32
@@ -106,7 +110,7 @@ def test_mixed_precision_tier_reads_and_compacts(tmp_path: Path) -> None:
     check(t)
     assert t.compact_namespace("a") == 59
     (path,) = t.files("a")
-    assert element_type(path) == pa.float16()
+    assert element_type(path, dim) == pa.float16()
     assert t._manifest.data[0].vector_precision == "float16"
     check(t)
     t.close()
@@ -114,7 +118,7 @@ def test_mixed_precision_tier_reads_and_compacts(tmp_path: Path) -> None:
     t = ColdTier(root, dim, row_group_size=1000)
     assert t.compact_namespace("a") == 59
     (path,) = t.files("a")
-    assert element_type(path) == pa.float32()
+    assert element_type(path, dim) == pa.float32()
     check(t)
     t.close()
 

@@ -26,7 +26,7 @@ from tiermem.tiers.keys import Keys
 from tiermem.tiers.warm import WarmTier
 
 
-@pytest.fixture(params=["l1", "l2", "l3"])
+@pytest.fixture(params=["l1", "l2", "l3", "l3-list"])
 def tier(
     request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, prefix: str
 ) -> Iterator[Tier]:
@@ -35,8 +35,10 @@ def tier(
     elif request.param == "l2":
         # exact path: this suite compares with numpy exactly; HNSW recall is in test_warm.py
         t = WarmTier(tmp_path / "l2", DIM, exact_threshold=1_000)
-    else:
+    elif request.param == "l3":
         t = ColdTier(tmp_path / "l3", DIM)
+    else:  # files of the layout written before the bytes layout: still read
+        t = ColdTier(tmp_path / "l3", DIM, vector_layout="list")
     yield t
     t.close()
 

@@ -39,11 +39,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import duckdb.func
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiermem import schema
 from tiermem.errors import QueryError
+from tiermem.tiers.cold_files import blob_vectors
 
 if TYPE_CHECKING:
     from tiermem.backends import Backends
@@ -135,10 +137,29 @@ def _event(line: bytes) -> dict[str, Any] | None:
     return row
 
 
+VECTORS = "tm_vectors"  # SQL function: bytes-layout L3 embeddings as FLOAT[dim]
+
+
+def _register_vectors(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    """Define `VECTORS` on `con`: DuckDB cannot reinterpret a BLOB as floats, so
+    the cold view decodes bytes-layout embeddings (tiers/cold_files.py) in
+    Python, zero-copy for float32. Only this connection knows the function:
+    another DuckDB reading the files sees the embedding as a BLOB of
+    little-endian floats."""
+
+    def decode(blobs: pa.Array | pa.ChunkedArray) -> pa.Array:
+        arr = blobs.combine_chunks() if isinstance(blobs, pa.ChunkedArray) else blobs
+        return schema.embedding_array(blob_vectors(arr, dim))
+
+    vector = duckdb.array_type(duckdb.sqltypes.FLOAT, dim)
+    arrow = duckdb.func.PythonUDFType.ARROW
+    con.create_function(VECTORS, decode, [duckdb.sqltypes.BLOB], vector, type=arrow)
+
+
 class _Sandbox:
     """One locked-down DuckDB connection that can read exactly `files` (absolute paths)."""
 
-    def __init__(self, files: Sequence[str], memory_limit: str, threads: int) -> None:
+    def __init__(self, files: Sequence[str], memory_limit: str, threads: int, dim: int) -> None:
         self.files = tuple(files)
         allowed = ", ".join(_literal(f) for f in self.files)
         self.con = duckdb.connect(":memory:")
@@ -160,6 +181,7 @@ class _Sandbox:
                 "SET lock_configuration = true",
             ):
                 self.con.execute(stmt)
+            _register_vectors(self.con, dim)
         except duckdb.Error:
             self.con.close()
             raise
@@ -194,7 +216,7 @@ class SqlViews:
         self._empty = schema.schema(dim).empty_table()
         # get_table_names binds the query, and on a connection that has the views
         # it reports their base tables instead: ask an empty sandbox.
-        self._parser = _Sandbox((), "64MB", 1)
+        self._parser = _Sandbox((), "64MB", 1, dim)
         # Fail at open, not at the first query, if DuckDB refuses a setting.
         self._box(None, self._files(None))
 
@@ -211,7 +233,7 @@ class SqlViews:
             box.close()  # allowed_paths is locked: a new file list needs a new connection
             box = None
         if box is None:
-            box = _Sandbox(files, self._memory_limit, self._threads)
+            box = _Sandbox(files, self._memory_limit, self._threads, self._dim)
         self._boxes[namespace] = box
         while len(self._boxes) > _MAX_CONNECTIONS:
             _, old = self._boxes.popitem(last=False)
@@ -248,9 +270,8 @@ class SqlViews:
             if namespace is not None:
                 dead = dead.filter(pc.is_in(dead.column("file"), pa.array(files, pa.string())))
             con.register("_cold_deleted", dead)
-            listing = ", ".join(_literal(f) for f in files)
             cold = (
-                f"(SELECT * EXCLUDE (filename) FROM read_parquet([{listing}], filename = true) d "
+                f"(SELECT * EXCLUDE (filename) FROM ({self._cold_files(files)}) d "
                 "WHERE NOT EXISTS (SELECT 1 FROM _cold_deleted x "
                 "WHERE x.id = d.id AND x.file = d.filename))"
             )
@@ -267,6 +288,25 @@ class SqlViews:
             events = events.filter(pc.equal(events.column("namespace"), namespace))
         con.register("_events", events)
         con.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM _events")
+
+    def _cold_files(self, files: list[str]) -> str:
+        """The rows of these L3 files, embeddings as FLOAT[dim] whatever their layout."""
+        in_bytes = {str(p) for p in self._b.l3.files(layout="bytes")}
+        parts = []
+        for layout in ("list", "bytes"):
+            mine = [f for f in files if (f in in_bytes) == (layout == "bytes")]
+            if mine:
+                vec = (
+                    f"{VECTORS}(embedding)"
+                    if layout == "bytes"
+                    else f"embedding::FLOAT[{self._dim}]"
+                )
+                listing = ", ".join(_literal(f) for f in mine)
+                parts.append(
+                    f"SELECT * REPLACE ({vec} AS embedding) "
+                    f"FROM read_parquet([{listing}], filename = true)"
+                )
+        return " UNION ALL BY NAME ".join(parts)
 
     # -- queries -----------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ Layout under ``root``::
     data/<quoted ns>/part-<uuid>.parquet   rows of schema(dim), sorted by id
     data/<quoted ns>/del-<uuid>.parquet    (id, file): kills `id` in data file `file`
 
-Vectors are stored at `vector_precision` (float32 or float16; see
-cold_files.py); a file keeps the precision it was written with, every read
-returns float32, and compaction rewrites files to the current setting.
+Vectors are stored at `vector_precision` (float32 or float16), each one
+fixed-size binary value (the bytes layout; files written before it hold
+Parquet lists): see cold_files.py. A file keeps the precision and layout it
+was written with, every read returns float32, and compaction rewrites files
+to the current ones.
 
 Data files are immutable. A put writes new data files plus delete entries
 for the old locations of its ids; a delete writes delete entries only; both
@@ -154,8 +156,8 @@ class ColdTier(ColdReads):
 
         Live rows (deletes applied, access stats folded in) are sorted by id
         and cut into files of at most `COMPACT_FILE_ROWS` rows, each with the
-        tier's row group size and vector precision. A namespace already in
-        one file at that precision, with no delete files, is left alone.
+        tier's row group size, vector precision and layout. A namespace already
+        in one such file, with no delete files, is left alone.
 
         Crash ordering: the new files are durable before the manifest commit
         (failpoint ``compact.written``), which swaps old for new in one
@@ -204,5 +206,6 @@ class ColdTier(ColdReads):
             return int(rows.num_rows)
 
     def _is_current(self, f: mf.DataFile) -> bool:
-        """Whether `f` stores vectors at the precision new files get."""
-        return f.vector_precision == self._writer.precision
+        """Whether `f` stores vectors as new files do (precision and layout)."""
+        w = self._writer
+        return f.vector_precision == w.precision and f.vector_layout == w.layout

@@ -4,9 +4,10 @@
 the deleted (id, file) pairs, the access stats, and the one DuckDB
 connection (not safe for concurrent use, so every use holds
 `connection_lock`). Reads: by id (files pruned by manifest id ranges),
-exact cosine search in DuckDB, and pyarrow scans; all apply deletes at read
-time (anti-join on (id, filename)) and return float32 vectors whatever the
-files store. See cold.py for the layout and the write path.
+exact cosine search (numpy over bytes-layout files, cold_search.py; DuckDB
+over list-layout ones), and pyarrow scans; all apply deletes at read time
+(anti-join on (id, filename)) and return float32 vectors whatever the files
+store. See cold.py for the layout and the write path.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import TierName, TierStats
 from tiermem.schema import COLUMNS, as_utc, schema
+from tiermem.tiers import cold_search
 from tiermem.tiers import manifest as mf
 from tiermem.tiers.base import SCORE
-from tiermem.tiers.cold_files import PAIRS, FileWriter
+from tiermem.tiers.cold_files import PAIRS, FileWriter, decode_embedding
 from tiermem.tiers.cold_files import io_errors as _io
 from tiermem.tiers.found import Found, TableFound
-from tiermem.tiers.manifest import VectorPrecision
+from tiermem.tiers.manifest import VectorLayout, VectorPrecision
 
 BATCH = 10_000
 DEAD = "_tm_l3_dead"  # DuckDB name of the registered Arrow table of deleted pairs
@@ -54,6 +56,7 @@ class ColdReads:
         zstd_level: int = 3,
         row_group_size: int = 100_000,
         vector_precision: VectorPrecision = "float32",
+        vector_layout: VectorLayout = "bytes",
         read_only: bool = False,
     ) -> None:
         self.root = Path(root).absolute()
@@ -66,6 +69,7 @@ class ColdReads:
             zstd_level=zstd_level,
             row_group_size=row_group_size,
             precision=vector_precision,
+            layout=vector_layout,
         )
         self.connection_lock = threading.RLock()
         self._dead: dict[str, set[str]] = {}  # absolute data file -> killed ids
@@ -105,12 +109,13 @@ class ColdReads:
 
     # ------------------------------------------------------ SQL-layer access
 
-    def files(self, namespace: str | None = None) -> list[Path]:
-        """Absolute paths of the live data files (of one namespace, or all)."""
+    def files(self, namespace: str | None = None, layout: VectorLayout | None = None) -> list[Path]:
+        """Absolute paths of the live data files (of one namespace, of one layout, or all)."""
         return [
             self.root / f.path
             for f in self._manifest.data
-            if namespace is None or f.namespace == namespace
+            if (namespace is None or f.namespace == namespace)
+            and (layout is None or f.vector_layout == layout)
         ]
 
     def deleted(self) -> pa.Table:
@@ -141,11 +146,10 @@ class ColdReads:
                 if ids:
                     self._con.unregister(IDS)
 
-    def _select(self) -> str:
-        cols = (
-            f"embedding::FLOAT[{self.dim}] AS embedding" if c == "embedding" else c for c in COLUMNS
-        )
-        return ", ".join(cols)
+    def _select(self, layout: VectorLayout) -> str:
+        """Every column; the embedding as FLOAT[dim] (list layout) or its bytes."""
+        vec = f"embedding::FLOAT[{self.dim}] AS embedding" if layout == "list" else "embedding"
+        return ", ".join(vec if c == "embedding" else c for c in COLUMNS)
 
     # ----------------------------------------------------------------- reads
 
@@ -172,65 +176,97 @@ class ColdReads:
         )
         return self._run(sql, [files])
 
-    def _fetch(self, ids: Sequence[str], columns: str) -> pa.Table:
-        """Live rows of `ids` (pruned by manifest id ranges), with a `filename` column."""
-        files = [self._abs(f.path) for f in self._candidates(ids)]
-        if not files:
-            return pa.table({})
-        sql = (
-            f"SELECT {columns}, filename FROM read_parquet(?, filename=true) AS t "
-            f"WHERE id IN (SELECT id FROM {IDS}) AND {not_dead()}"
-        )
-        return self._run(sql, [files], ids)
+    def _fetch(self, ids: Sequence[str], columns: str | None = None) -> pa.Table:
+        """Live rows of `ids` (pruned by manifest id ranges), with a `filename` column;
+        `columns` (SQL) or all, float32 vectors whatever the files' layout."""
+        by_layout: dict[VectorLayout, list[str]] = {}
+        for f in self._candidates(ids):
+            by_layout.setdefault(f.vector_layout, []).append(self._abs(f.path))
+        parts = []
+        for layout, files in sorted(by_layout.items()):
+            sql = (
+                f"SELECT {columns or self._select(layout)}, filename "
+                f"FROM read_parquet(?, filename=true) AS t "
+                f"WHERE id IN (SELECT id FROM {IDS}) AND {not_dead()}"
+            )
+            parts.append(decode_embedding(self._run(sql, [files], ids), self.dim))
+        if len(parts) > 1:
+            parts = [p.cast(self._schema_of(p)) for p in parts]
+        return pa.concat_tables(parts) if parts else pa.table({})
+
+    def _schema_of(self, rows: pa.Table) -> pa.Schema:
+        """`rows`' schema with the embedding (if any) as float32: parts of both
+        precisions concatenate."""
+        i = rows.schema.get_field_index("embedding")
+        return rows.schema if i < 0 else rows.schema.set(i, self._schema.field("embedding"))
 
     def get(self, ids: Sequence[str]) -> pa.Table:
         """The live rows of `ids` held here, with current access stats."""
         with self.connection_lock:
-            rows = self._fetch(list(dict.fromkeys(ids)), self._select())
+            rows = self._fetch(list(dict.fromkeys(ids)))
             return self._finish(rows)
 
     def _finish(self, rows: pa.Table) -> pa.Table:
         """Override access stats, drop helper columns, conform to schema(dim)."""
         if rows.num_rows == 0:
             return self._schema.empty_table()
-        rows = self._access.apply(rows)
+        rows = self._access.apply(decode_embedding(rows, self.dim))
         return rows.select(list(COLUMNS)).cast(self._schema)
 
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
-        """Exact cosine top-k of one namespace in DuckDB, with a float64 `_score`.
-
-        `flt.where` (metadata JSON) is checked in Python on a widening LIMIT:
-        k*8 rows, then x8, until k pass or every row was seen.
-        """
+        """Exact cosine top-k of one namespace, with a float64 `_score` (ties by id):
+        bytes-layout files in numpy (cold_search.py), list-layout ones in DuckDB."""
         q = np.asarray(vector, dtype=np.float64).reshape(-1)
         if q.shape[0] != self.dim:
             raise ValidationError(
                 f"must have {self.dim} dimensions, got {q.shape[0]}", field="vector"
             )
         out_schema = self._schema.append(pa.field(SCORE, pa.float64()))
-        files = [str(p) for p in self.files(namespace)]
-        if k <= 0 or not files:
+        by_layout: dict[VectorLayout, list[str]] = {}
+        for f in self._manifest.data:
+            if f.namespace == namespace:
+                by_layout.setdefault(f.vector_layout, []).append(self._abs(f.path))
+        if k <= 0 or not by_layout:
             return out_schema.empty_table()
+        with self.connection_lock:
+            parts = []
+            if "bytes" in by_layout:
+                files = [(p, frozenset(self._dead.get(p, ()))) for p in by_layout["bytes"]]
+                parts.append(cold_search.top_k(files, q, k, flt, self.dim))
+            if "list" in by_layout:
+                parts.append(self._search_sql(by_layout["list"], namespace, q, k, flt))
+            full = self._schema.append(pa.field("filename", pa.string())).append(out_schema[-1])
+            parts = [p.select(full.names).cast(full) for p in parts if p.num_rows]
+            if not parts:
+                return out_schema.empty_table()
+            rows = pa.concat_tables(parts)
+            order = pc.sort_indices(rows, [(SCORE, "descending"), ("id", "ascending")])
+            top = self._access.apply(rows.take(order[:k]))
+            return top.select([*COLUMNS, SCORE]).cast(out_schema)
+
+    def _search_sql(
+        self, files: list[str], namespace: str, q: np.ndarray, k: int, flt: Filter
+    ) -> pa.Table:
+        """Top-k of list-layout files in DuckDB, with `filename` and `_score`.
+
+        `flt.where` (metadata JSON) is checked in Python on a widening LIMIT:
+        k*8 rows, then x8, until k pass or every row was seen.
+        """
         where, wparams = flt.sql()
         sql = (
-            f"SELECT {self._select()}, filename, "
+            f"SELECT {self._select('list')}, filename, "
             f"array_cosine_similarity(embedding::FLOAT[{self.dim}], ?::FLOAT[{self.dim}])::DOUBLE "
             f"AS {SCORE} FROM read_parquet(?, filename=true) AS t "
             f"WHERE namespace = ? AND {where} AND {not_dead()} "
             f"ORDER BY {SCORE} DESC, id LIMIT ?"
         )
         limit = k * 8 if flt.where else k
-        with self.connection_lock:
-            while True:
-                rows = self._run(sql, [q.tolist(), files, namespace, *wparams, limit])
-                passed = rows.filter(flt.mask(rows)) if flt.where and rows.num_rows else rows
-                if passed.num_rows >= k or rows.num_rows < limit:
-                    break
-                limit *= 8
-            if passed.num_rows == 0:
-                return out_schema.empty_table()
-            top = self._access.apply(passed.slice(0, k))
-            return top.select([*COLUMNS, SCORE]).cast(out_schema)
+        while True:
+            rows = self._run(sql, [q.tolist(), files, namespace, *wparams, limit])
+            passed = rows.filter(flt.mask(rows)) if flt.where and rows.num_rows else rows
+            if passed.num_rows >= k or rows.num_rows < limit:
+                return passed.slice(0, k)
+            limit *= 8
 
     def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
         """`search`'s table, for the read path (`tiers.found`)."""

@@ -38,6 +38,10 @@ FORMAT = 1
 # How a data file stores embedding elements (``l3.vector_precision``); every
 # reader gets float32 back whatever a file holds.
 VectorPrecision = Literal["float32", "float16"]
+# How a data file lays its vectors out: "bytes" (each vector one fixed-size
+# binary value of little-endian floats, uncompressed: cold_files.py) since
+# the third benchmark pass; "list" (a Parquet list of floats) before it.
+VectorLayout = Literal["list", "bytes"]
 
 
 class DataFile(BaseModel):
@@ -54,6 +58,7 @@ class DataFile(BaseModel):
     # How the file stores vectors (its Parquet schema says so too); manifests
     # written before the setting existed hold float32 files only.
     vector_precision: VectorPrecision = "float32"
+    vector_layout: VectorLayout = "list"  # entries written before layouts existed
 
     @classmethod
     def describe(cls, root: Path, path: Path, namespace: str, rows: pa.Table) -> DataFile:
