@@ -11,7 +11,8 @@ as a normal Engine. Not the L1 ingest path (far slower at 1M).
 
 Measured (median over repeats, with min and max), each next to the same
 DuckDB query over ONE unpartitioned Parquet file of the same rows (in id
-order, same zstd level, row groups and encodings), timed in the same run:
+order, same zstd level and row groups; vectors as DuckDB's FLOAT lists,
+the layout the tier wrote before its bytes layout), timed in the same run:
 - count of one tenant, and one tenant's memories of one month
   (`mem.sql(..., namespace=t)` vs `WHERE namespace = t` on the file);
 - top-10 cosine search over one tenant: the engine's cold search path
@@ -117,11 +118,13 @@ def baseline_connection() -> Any:
 
 
 def write_single(tables: list[pa.Table], path: Path, zstd_level: int, row_group: int) -> None:
-    """All rows in ONE Parquet file, in id order, encoded as the tier encodes files."""
+    """All rows in ONE Parquet file, in id order, with vectors as DuckDB's own list of
+    floats: the list layout and encoding the tier wrote before its bytes layout (DuckDB
+    cannot score a BLOB without our UDF; cold_files.py)."""
     rows = pa.concat_tables(tables).sort_by("id")
-    stored = rows.cast(storage_schema(DIM, "float32"))
-    opts = data_options(row_group, "float32")
-    pq.write_table(stored, path, compression="zstd", compression_level=zstd_level, **opts)
+    stored = rows.cast(storage_schema(DIM, "float32", "list"))
+    opts = data_options(row_group, "float32", "list", zstd_level)
+    pq.write_table(stored, path, compression="zstd", **opts)
 
 
 def tenant_queries(

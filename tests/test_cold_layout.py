@@ -130,3 +130,25 @@ def test_bytes_layout_embedding_is_raw_uncompressed_floats(tmp_path: Path) -> No
     col = pq.read_metadata(path).row_group(0).column(table.schema.get_field_index("embedding"))
     assert col.compression == "UNCOMPRESSED"
     tier.close()
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_filter_needs_only_its_columns(name: str) -> None:
+    """The numpy search reads `Filter.columns()` (and id) only: the mask must agree."""
+    flt = FILTERS[name]
+    table = make_rows("a", 60, seed=4)
+    assert (flt.mask(table.select(["id", *flt.columns()])) == flt.mask(table)).all()
+
+
+def test_norms_are_kept_per_file_part_and_bounded(tmp_path: Path) -> None:
+    tier = ColdTier(tmp_path, DIM, row_group_size=1000)
+    tier.put(make_rows("a", 30, seed=1))
+    q = np.ones(DIM, np.float32)
+    first = tier.search("a", q, 5, ALL)
+    assert len(tier._norms._norms) == 1
+    assert tier.search("a", q, 5, ALL).equals(first)  # from the kept norms: same answer
+    tier._norms.max_rows = 40
+    tier.put(make_rows("a", 30, seed=2))  # a second file: 60 rows > 40, so it starts over
+    tier.search("a", q, 5, ALL)
+    assert tier._norms._rows <= 40
+    tier.close()

@@ -134,11 +134,12 @@ class Filter:
         if self.kinds is not None:
             kinds = pa.array(sorted(self.kinds), pa.string())
             keep &= pc.is_in(table.column("kind"), value_set=kinds).to_numpy(zero_copy_only=False)
-        created = table.column("created_at")
-        if self.since is not None:
-            keep &= _np(pc.greater_equal(created, pa.scalar(self.since, created.type)))
-        if self.until is not None:
-            keep &= _np(pc.less_equal(created, pa.scalar(self.until, created.type)))
+        if self.since is not None or self.until is not None:
+            created = table.column("created_at")
+            if self.since is not None:
+                keep &= _np(pc.greater_equal(created, pa.scalar(self.since, created.type)))
+            if self.until is not None:
+                keep &= _np(pc.less_equal(created, pa.scalar(self.until, created.type)))
         if self.now is not None:
             exp = table.column("expires_at")
             keep &= _np(pc.fill_null(pc.greater(exp, pa.scalar(self.now, exp.type)), True))
@@ -149,6 +150,17 @@ class Filter:
             for i in np.flatnonzero(keep):
                 keep[i] = self.match_metadata(json.loads(meta[int(i)].as_py()))
         return keep
+
+    def columns(self) -> list[str]:
+        """The columns `mask` reads under this filter (a reader may fetch only these)."""
+        wanted = {
+            "kind": self.kinds is not None,
+            "created_at": self.since is not None or self.until is not None,
+            "expires_at": self.now is not None,
+            "superseded_by": not self.include_superseded,
+            "metadata": bool(self.where),
+        }
+        return [c for c, needed in wanted.items() if needed]
 
     def sql(self) -> tuple[str, list[Any]]:
         """A WHERE clause (without `where`) for the plain columns, and its params."""

@@ -74,6 +74,7 @@ class ColdReads:
         self.connection_lock = threading.RLock()
         self._dead: dict[str, set[str]] = {}  # absolute data file -> killed ids
         self._access = mf.AccessStats(self.root)
+        self._norms = cold_search.Norms()
         self._closed = False
         with _io("open", self.root):
             if not read_only:
@@ -232,7 +233,7 @@ class ColdReads:
             parts = []
             if "bytes" in by_layout:
                 files = [(p, frozenset(self._dead.get(p, ()))) for p in by_layout["bytes"]]
-                parts.append(cold_search.top_k(files, q, k, flt, self.dim))
+                parts.append(cold_search.top_k(files, q, k, flt, self.dim, self._norms))
             if "list" in by_layout:
                 parts.append(self._search_sql(by_layout["list"], namespace, q, k, flt))
             full = self._schema.append(pa.field("filename", pa.string())).append(out_schema[-1])

@@ -11,7 +11,8 @@ columns at a time, and scored in numpy:
 2. rank the survivors of all files by a float64 cosine, ties by id;
 3. read the other columns of the winners' row groups only, and take them.
 
-Two files are read at a time: pyarrow and numpy release the GIL.
+Files are read in parts of a few row groups, two at a time: pyarrow and
+numpy release the GIL, so a tenant in one large file uses both cores.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tiermem.schema import COLUMNS, embedding_array
 from tiermem.tiers.base import SCORE
 from tiermem.tiers.cold_files import blob_vectors
 
-READERS = 2  # files read at once
+READERS = 2  # parts read at once
+PART_ROWS = 40_000  # rows per part: a large file is read by several threads
 WHERE_STEP = 64  # metadata `where` checks per step, best first
 # Survivors kept per file beyond k: float32 scores pick them, the float64 rerank
 # (ties by id) decides, so near-ties at the k-th place are not lost to rounding.
@@ -38,8 +40,18 @@ MARGIN = 16
 
 
 @dataclass
+class Part:
+    """Some consecutive row groups of one file: a unit of parallel work."""
+
+    path: str
+    dead: frozenset[str]
+    groups: list[int]
+    first: int  # the file row number of the first row of `groups[0]`
+
+
+@dataclass
 class Survivors:
-    """A file's best passing rows: file row numbers, ids, vectors."""
+    """A part's best passing rows: file row numbers, ids, vectors."""
 
     path: str
     rows: np.ndarray
@@ -47,41 +59,81 @@ class Survivors:
     vectors: np.ndarray
 
 
+class Norms:
+    """Vector norms by (file, part), kept after a file's first search: data files
+    are immutable, and the norms cost a pass over the vectors (~12% of a search),
+    for 4 B a row. Emptied when it would hold more than `max_rows` rows."""
+
+    def __init__(self, max_rows: int = 10_000_000) -> None:
+        self.max_rows = max_rows
+        self._norms: dict[tuple[str, int], np.ndarray] = {}
+        self._rows = 0
+
+    def of(self, part: Part, mats: list[np.ndarray]) -> np.ndarray:
+        """The norms of `part`'s rows (`mats`: its vectors, by chunk)."""
+        key = (part.path, part.first)
+        norms = self._norms.get(key)
+        if norms is None:
+            norms = _concat([np.sqrt(np.einsum("ij,ij->i", m, m)) for m in mats])
+            if self._rows + len(norms) > self.max_rows:
+                self._norms, self._rows = {}, 0
+            self._norms[key] = norms
+            self._rows += len(norms)
+        return norms
+
+
 def top_k(
-    files: list[tuple[str, frozenset[str]]], q: np.ndarray, k: int, flt: Filter, dim: int
+    files: list[tuple[str, frozenset[str]]],
+    q: np.ndarray,
+    k: int,
+    flt: Filter,
+    dim: int,
+    norms: Norms | None = None,
 ) -> pa.Table:
     """The k best live rows passing `flt` over `files` ((path, deleted ids) pairs):
     schema(dim) columns plus ``filename`` and a float64 `SCORE`, best first."""
     q = np.asarray(q, dtype=np.float32)
+    parts = [p for path, dead in files for p in _parts(path, dead)]
+    cache = norms or Norms()
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        found = list(pool.map(lambda f: _file_best(f[0], f[1], q, k, flt, dim), files))
+        found = list(pool.map(lambda p: _part_best(p, q, k, flt, dim, cache), parts))
     found = [s for s in found if len(s.rows)]
     if not found:
         return pa.table({})
     mat = np.concatenate([s.vectors for s in found]).astype(np.float64)
     q64 = q.astype(np.float64)
-    norms = np.linalg.norm(mat, axis=1) * np.linalg.norm(q64)
-    scores = np.divide(mat @ q64, norms, out=np.zeros(len(mat)), where=norms > 0)
+    scale = np.linalg.norm(mat, axis=1) * np.linalg.norm(q64)
+    scores = np.divide(mat @ q64, scale, out=np.zeros(len(mat)), where=scale > 0)
     ids = [i for s in found for i in s.ids]
     order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]
     owner = np.repeat(np.arange(len(found)), [len(s.rows) for s in found])
     return _rows(found, owner, order, scores, mat)
 
 
-def _file_best(
-    path: str, dead: frozenset[str], q: np.ndarray, k: int, flt: Filter, dim: int
-) -> Survivors:
-    pf = pq.ParquetFile(path, memory_map=True)
-    light = ["id", "kind", "created_at", "expires_at", "superseded_by"]
-    table = pf.read(columns=[*light, "embedding", *(["metadata"] if flt.where else [])])
+def _parts(path: str, dead: frozenset[str]) -> list[Part]:
+    """The file cut into parts of about `PART_ROWS` rows (whole row groups)."""
+    meta = pq.read_metadata(path, memory_map=True)
+    parts: list[Part] = []
+    first = 0
+    for g in range(meta.num_row_groups):
+        if not parts or sum(meta.row_group(h).num_rows for h in parts[-1].groups) >= PART_ROWS:
+            parts.append(Part(path, dead, [], first))
+        parts[-1].groups.append(g)
+        first += meta.row_group(g).num_rows
+    return parts
+
+
+def _part_best(part: Part, q: np.ndarray, k: int, flt: Filter, dim: int, norms: Norms) -> Survivors:
+    pf = pq.ParquetFile(part.path, memory_map=True)
+    table = pf.read_row_groups(part.groups, columns=["id", "embedding", *flt.columns()])
     mask = replace(flt, where=()).mask(table)
-    if dead:
-        dead_ids = pa.array(sorted(dead), pa.string())
+    if part.dead:
+        dead_ids = pa.array(sorted(part.dead), pa.string())
         mask &= ~pc.is_in(table.column("id"), value_set=dead_ids).to_numpy(zero_copy_only=False)
-    chunks = table.column("embedding").chunks
-    scores = np.concatenate(
-        [np.zeros(0, np.float32)] + [_cosines(blob_vectors(c, dim), q) for c in chunks]
-    )
+    mats = [blob_vectors(c, dim) for c in table.column("embedding").chunks]
+    dots = _concat([m @ q for m in mats])
+    scale = norms.of(part, mats) * float(np.linalg.norm(q))
+    scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
     passing = np.flatnonzero(mask)
     if flt.where:
         best = passing[np.argsort(-scores[passing], kind="stable")]
@@ -89,7 +141,8 @@ def _file_best(
     else:
         best = _best(passing, scores[passing], k + MARGIN)
     vecs = _gather(table.column("embedding"), best, dim)
-    return Survivors(path, best, table.column("id").take(best).to_pylist(), vecs)
+    ids = table.column("id").take(best).to_pylist()
+    return Survivors(part.path, best + part.first, ids, vecs)
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
@@ -102,11 +155,8 @@ def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _cosines(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Cosines of the rows of `mat` with unit-length-agnostic `q` (0 for zero rows)."""
-    dots = mat @ q
-    norms = np.sqrt(np.einsum("ij,ij->i", mat, mat)) * float(np.linalg.norm(q))
-    out: np.ndarray = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    out: np.ndarray = np.concatenate([np.zeros(0, np.float32), *arrays])
     return out
 
 
@@ -134,16 +184,17 @@ def _gather(col: pa.ChunkedArray, rows: np.ndarray, dim: int) -> np.ndarray:
 def _rows(
     found: list[Survivors], owner: np.ndarray, order: list[int], scores: np.ndarray, mat: np.ndarray
 ) -> pa.Table:
-    """The winners (`order`: indexes into the survivors) as full rows, in that order."""
+    """The winners (`order`: indexes into the survivors) as full rows, in that order:
+    one read per file, of the other columns of the row groups holding them."""
     starts = np.cumsum([0] + [len(s.rows) for s in found])
-    by_file: dict[int, list[int]] = {}
+    by_file: dict[str, list[int]] = {}
     for i in order:
-        by_file.setdefault(int(owner[i]), []).append(i)
+        by_file.setdefault(found[int(owner[i])].path, []).append(i)
     parts, placed = [], []
-    for f, mine in by_file.items():
-        s = found[f]
-        table = _read_rows(s.path, s.rows[np.asarray(mine) - starts[f]])
-        table = table.append_column("filename", pa.array([s.path] * len(mine), pa.string()))
+    for path, mine in by_file.items():
+        rows = [int(found[int(owner[i])].rows[i - starts[owner[i]]]) for i in mine]
+        table = _read_rows(path, np.asarray(rows, dtype=np.int64))
+        table = table.append_column("filename", pa.array([path] * len(mine), pa.string()))
         table = table.append_column("embedding", embedding_array(mat[mine].astype(np.float32)))
         parts.append(table.append_column(SCORE, pa.array(scores[mine], pa.float64())))
         placed += mine
