@@ -61,3 +61,14 @@ def test_named_columns_only_and_unknown_types_refused() -> None:
     assert RowReader(t, ["a"]).row(0) == {"a": 1}
     with pytest.raises(TypeError, match="no row reader"):
         RowReader(t)
+
+
+def test_one_chunk_columns_are_read_in_place() -> None:
+    """No copy: L2 keeps one reader per payload part, for as long as the part."""
+    arr = pa.array(["a", "bc"] * 500)
+    reader = RowReader(pa.table({"s": pa.chunked_array([arr])}))
+    before = pa.total_allocated_bytes()
+    kept = RowReader(pa.table({"s": pa.chunked_array([arr])}))
+    assert pa.total_allocated_bytes() == before
+    assert kept.row(0) == {"s": "a"}
+    assert reader.row(1) == {"s": "bc"}

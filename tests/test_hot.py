@@ -120,18 +120,22 @@ def test_touch_updates_hash_and_zsets(tier: HotTier) -> None:
     assert stats[ids[1]] == (to_us(T0 + timedelta(seconds=1)), 1)
 
 
+@pytest.mark.parametrize("hinted", [False, True])
 def test_touch_does_not_resurrect_deleted_or_bump_version(
-    tier: HotTier, keys: Keys, client: redis.Redis
+    tier: HotTier, keys: Keys, client: redis.Redis, hinted: bool
 ) -> None:
+    """Also when the caller names the namespaces (no directory lookup): the
+    script itself skips a record that is gone."""
     t = make_table("a", 2)
     tier.put(t)
     ids = t.column("id").to_pylist()
     tier.delete([ids[0]])
     version = client.get(keys.version("a"))
-    tier.touch(ids, T0)
+    tier.touch(ids, T0, namespaces=["a", "a"] if hinted else None)
     assert client.get(keys.version("a")) == version
     assert not client.exists(keys.record("a", ids[0]))
     assert tier.ids("a") == [ids[1]]
+    assert by_id(tier.get([ids[1]]))[ids[1]]["access_count"] == 1 + 1
 
 
 def test_search_matches_numpy_reference(tier: HotTier) -> None:

@@ -198,22 +198,30 @@ class EngineCore:
             for m in memories
         ]
 
-    def _record_access(self, found: Sequence[Memory | Candidate], now: datetime) -> None:
-        """Record one access of each memory (or search candidate) in its tier.
+    def _record_access(
+        self, found: Sequence[Memory | Candidate], now: datetime, namespace: str | None = None
+    ) -> None:
+        """Record one access of each memory (or search candidate of `namespace`) in its tier.
 
         L1 accesses go to Redis (shared, so read-only processes count too);
         L2/L3 state belongs to the writer, so only the writer records those.
         """
         by_tier: dict[TierName, list[str]] = {}
+        l1_nss: list[str | None] = []
         for m in found:
             by_tier.setdefault(m.tier, []).append(m.id)
+            if m.tier == "l1":
+                l1_nss.append(m.namespace if isinstance(m, Memory) else namespace)
         for tier, ids in by_tier.items():
             self._hits[tier] += len(ids)
-            if tier != "l1" and self.read_only:
+            if tier == "l1":  # known namespaces spare L1 its directory lookup
+                hint = None if None in l1_nss else [str(n) for n in l1_nss]
+                self.backends.l1.touch(ids, now, namespaces=hint)
+                continue
+            if self.read_only:
                 continue
             self.backends.tiers[tier].touch(ids, now)
-            if tier != "l1":
-                self.hits.record(ids, to_us(now))
+            self.hits.record(ids, to_us(now))
 
     def stop_scheduler(self) -> None:
         """Stop background jobs, waiting for a running one to finish."""

@@ -82,7 +82,7 @@ class Reads(EngineCore):
             results.append(tiers["l3"].find(namespace, vec, fetch, flt))
             found = retrieval.rank(results)
         if score == "relevance":
-            self._record_access(found[:k], now)
+            self._record_access(found[:k], now, namespace)
             return retrieval.hits(found[:k], accessed_at=now)
         hits = retrieval.blended(retrieval.hits(found), now)[:k]
         fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}

@@ -26,16 +26,22 @@ Getter = Callable[[int], Any]
 
 
 class RowReader:
-    """Reads rows of a table's `names` columns (default all; each column's chunks
-    combined once, up front)."""
+    """Reads rows of a table's `names` columns (default all). Reads the buffers
+    of a one-chunk column in place; a column of several chunks is combined once
+    (a copy), so give it one-chunk tables (L2's payload parts are)."""
 
     def __init__(self, table: pa.Table, names: Sequence[str] | None = None) -> None:
         self.names = list(table.schema.names if names is None else names)
-        self._getters = [_getter(table.column(n).combine_chunks()) for n in self.names]
+        self._getters = [_getter(_one_chunk(table.column(n))) for n in self.names]
 
     def row(self, r: int) -> dict[str, Any]:
         """Row `r` as {column: value}; timestamps as int microseconds."""
         return {n: get(r) for n, get in zip(self.names, self._getters, strict=True)}
+
+
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    # combine_chunks copies even a single chunk: it would double L2's payload
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _getter(arr: pa.Array) -> Getter:

@@ -213,12 +213,19 @@ class HotTier:
         return removed
 
     @_guarded
-    def touch(self, ids: Sequence[str], at: datetime) -> None:
-        """Record one access of each id held here (atomic per id; version untouched)."""
+    def touch(
+        self, ids: Sequence[str], at: datetime, namespaces: Sequence[str] | None = None
+    ) -> None:
+        """Record one access of each id held here (atomic per id; version untouched).
+
+        `namespaces` (each id's, when the caller knows them) save the directory
+        lookup: the script skips a record that is not there, as a lookup would.
+        """
         us = to_us(at)
+        known = None if namespaces is None else dict(zip(ids, namespaces, strict=True))
         for chunk in _chunks(list(ids)):
             pipe = self.client.pipeline(transaction=False)
-            where = self._locate(chunk)
+            where = self._locate(chunk) if known is None else known
             for id_ in chunk:  # a repeated id is a repeated access
                 if (ns := where.get(id_)) is None:
                     continue
