@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import redis
 
+from tiermem.tiers import resp
 from tiermem.tiers.hot_codec import hash_rows
 from tiermem.tiers.resp import pipeline, transaction
 
@@ -56,3 +59,20 @@ def test_pipeline_error_raises_and_the_pool_stays_usable(
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         pipeline(redis_client, [("HGETALL", f"{prefix}:s"), ("GET", f"{prefix}:s")])
     assert pipeline(redis_client, [("GET", f"{prefix}:s")]) == [b"x"]  # no stale replies
+
+
+def test_scripts_load_an_unknown_script_once_and_run_every_call(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """A script Redis has never seen (unique body): EVALSHA fails with NOSCRIPT,
+    it is loaded, and each call runs exactly once."""
+    body = f"-- {uuid.uuid4()}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])"
+    script = redis_client.register_script(body)
+    key = f"{prefix}:n"
+    resp.scripts(redis_client, script, [([key], [2]), ([key], [3])])
+    assert int(redis_client.get(key)) == 5
+    resp.scripts(redis_client, script, [([key], [1])])  # known now: no reload
+    assert int(redis_client.get(key)) == 6
+    redis_client.hset(f"{prefix}:h", "f", "v")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        resp.scripts(redis_client, script, [([f"{prefix}:h"], [1])])

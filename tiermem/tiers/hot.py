@@ -224,14 +224,16 @@ class HotTier:
         us = to_us(at)
         known = None if namespaces is None else dict(zip(ids, namespaces, strict=True))
         for chunk in _chunks(list(ids)):
-            pipe = self.client.pipeline(transaction=False)
             where = self._locate(chunk) if known is None else known
-            for id_ in chunk:  # a repeated id is a repeated access
-                if (ns := where.get(id_)) is None:
-                    continue
-                keys = [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)]
-                self._touch(keys=keys, args=[id_, us, codec.HITS_KEPT], client=pipe)
-            pipe.execute()
+            calls = [
+                (
+                    [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)],
+                    [id_, us, codec.HITS_KEPT],
+                )
+                for id_ in chunk  # a repeated id is a repeated access
+                if (ns := where.get(id_)) is not None
+            ]
+            resp.scripts(self.client, self._touch, calls)
 
     # -- reads ----------------------------------------------------------------
 

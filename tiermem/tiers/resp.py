@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from hiredis import pack_command  # from the redis[hiredis] dependency
+from hiredis import pack_command
+from redis.exceptions import NoScriptError  # from the redis[hiredis] dependency
 
 Command = tuple[str | bytes | int | float, ...]
 
@@ -58,11 +59,11 @@ def transaction(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
         pool.release(conn)
 
 
-def pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
-    """Run `commands` (reads) in one round trip, not atomically; returns raw replies.
+def pipeline(client: redis.Redis, commands: Sequence[Command], *, check: bool = True) -> list[Any]:
+    """Run `commands` in one round trip, not atomically; returns raw replies.
 
     Replies are as the parser gives them (RESP2: a hash is a flat list);
-    the first error reply is raised.
+    the first error reply is raised, or with `check=False` returned in place.
     """
     if not commands:
         return []
@@ -71,13 +72,37 @@ def pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
     conn: Any = pool.get_connection()
     try:
         conn.send_packed_command([packed])
-        replies = [conn.read_response() for _ in commands]
+        replies = [_reply(conn) for _ in commands]
     except BaseException:
         conn.disconnect()  # unread replies must not reach the next user
         raise
     finally:
         pool.release(conn)
     for reply in replies:
-        if isinstance(reply, redis.ResponseError):
+        if check and isinstance(reply, redis.ResponseError):
             raise reply
     return replies
+
+
+def _reply(conn: Any) -> Any:
+    """The next reply; an error reply is returned, not raised (the rest still follow)."""
+    try:
+        return conn.read_response()
+    except redis.ResponseError as exc:
+        return exc
+
+
+def scripts(client: redis.Redis, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+    """Run a registered Lua `script` (redis-py `Script`) once per (keys, args), in one
+    round trip: EVALSHA, and the calls Redis did not know the script for again
+    after loading it. (redis-py's own pipeline asks SCRIPT EXISTS first: one more
+    round trip per call.)"""
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+    replies = pipeline(client, commands, check=False)
+    missing = [c for c, r in zip(commands, replies, strict=True) if isinstance(r, NoScriptError)]
+    if missing:
+        client.script_load(script.script)
+        pipeline(client, missing)
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError) and not isinstance(reply, NoScriptError):
+            raise reply
