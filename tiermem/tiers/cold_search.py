@@ -4,15 +4,16 @@ Files in the list layout are searched in DuckDB (`ColdReads.search`); files
 in the bytes layout (cold_files.py) are read here with pyarrow, a few
 columns at a time, and scored in numpy:
 
-1. per file, read ``id``, ``embedding`` and the columns the filter needs;
-   mask (filter, deleted ids), score each row group's vectors straight from
-   the Parquet buffer (no list decode, no copy for float32), keep the file's
-   best `k + MARGIN` passing rows (metadata `where` checked best first);
-2. rank the survivors of all files by a float64 cosine, ties by id;
+1. per part of a file (a few row groups, ~`PART_ROWS` rows), read ``id``,
+   ``embedding`` and the columns the filter needs; mask (filter, deleted
+   ids); score each row group's vectors straight from the Parquet buffer (no
+   list decode, no copy for float32); keep the part's best `k + MARGIN`
+   passing rows (metadata `where` checked best first);
+2. rank the survivors of all parts by a float64 cosine, ties by id;
 3. read the other columns of the winners' row groups only, and take them.
 
-Files are read in parts of a few row groups, two at a time: pyarrow and
-numpy release the GIL, so a tenant in one large file uses both cores.
+Parts are read two at a time: pyarrow and numpy release the GIL, so a
+tenant in one large file uses both cores.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tiermem.tiers.cold_files import blob_vectors
 READERS = 2  # parts read at once
 PART_ROWS = 40_000  # rows per part: a large file is read by several threads
 WHERE_STEP = 64  # metadata `where` checks per step, best first
-# Survivors kept per file beyond k: float32 scores pick them, the float64 rerank
+# Survivors kept per part beyond k: float32 scores pick them, the float64 rerank
 # (ties by id) decides, so near-ties at the k-th place are not lost to rounding.
 MARGIN = 16
 
