@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_cold import DIM, T0, make_rows
+from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter, parse_where
 from tiermem.schema import vectors
 from tiermem.tiers import cold_search
@@ -174,3 +175,14 @@ def test_files_read_in_several_parts_agree(
         assert got["id"].to_pylist() == want["id"].to_pylist()
     old.close()
     new.close()
+
+
+def test_a_missing_file_is_a_typed_error(tmp_path: Path) -> None:
+    """A data file gone from under the manifest (e.g. removed by hand): TierUnavailable
+    naming the tier, not a raw pyarrow error."""
+    tier = ColdTier(tmp_path, DIM, row_group_size=1000)
+    tier.put(make_rows("a", 10, seed=1))
+    tier.files("a")[0].unlink()
+    with pytest.raises(TierUnavailable, match="L3 search failed"):
+        tier.search("a", np.ones(DIM, np.float32), 3, ALL)
+    tier.close()

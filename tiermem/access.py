@@ -39,7 +39,10 @@ class HitLog:
 
     def record(self, ids: Iterable[str], at_us: int) -> None:
         for id_ in ids:
-            self._hits.setdefault(id_, deque(maxlen=KEPT)).append(at_us)
+            hits = self._hits.get(id_)
+            if hits is None:  # not setdefault: that builds a deque on every hit
+                hits = self._hits[id_] = deque(maxlen=KEPT)
+            hits.append(at_us)
 
     def get(self, ids: Sequence[str]) -> dict[str, list[int]]:
         return {i: list(self._hits[i]) for i in ids if i in self._hits}

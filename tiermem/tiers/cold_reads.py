@@ -233,7 +233,8 @@ class ColdReads:
             parts = []
             if "bytes" in by_layout:
                 files = [(p, frozenset(self._dead.get(p, ()))) for p in by_layout["bytes"]]
-                parts.append(cold_search.top_k(files, q, k, flt, self.dim, self._norms))
+                with _io("search", self.root):
+                    parts.append(cold_search.top_k(files, q, k, flt, self.dim, self._norms))
             if "list" in by_layout:
                 parts.append(self._search_sql(by_layout["list"], namespace, q, k, flt))
             full = self._schema.append(pa.field("filename", pa.string())).append(out_schema[-1])
