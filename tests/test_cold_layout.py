@@ -186,3 +186,14 @@ def test_a_missing_file_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(TierUnavailable, match="L3 search failed"):
         tier.search("a", np.ones(DIM, np.float32), 3, ALL)
     tier.close()
+
+
+def test_no_statistics_for_the_vector_bytes(tmp_path: Path) -> None:
+    """Min/max of 1.5 KB values prune nothing: a small file would be mostly statistics."""
+    tier = ColdTier(tmp_path, DIM, row_group_size=1000)
+    tier.put(make_rows("a", 10, seed=3))
+    meta = pq.read_metadata(tier.files("a")[0]).row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert not cols["embedding"].is_stats_set
+    assert cols["id"].is_stats_set  # the id ranges still prune lookups
+    tier.close()
