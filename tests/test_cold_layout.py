@@ -4,6 +4,7 @@ compacts as one."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_cold import DIM, T0, make_rows
-from tiermem.errors import TierUnavailable
+from tiermem.errors import ConfigError, TierUnavailable
 from tiermem.filters import Filter, parse_where
 from tiermem.schema import vectors
 from tiermem.tiers import cold_search
@@ -197,3 +198,30 @@ def test_no_statistics_for_the_vector_bytes(tmp_path: Path) -> None:
     assert not cols["embedding"].is_stats_set
     assert cols["id"].is_stats_set  # the id ranges still prune lookups
     tier.close()
+
+
+def test_format_1_manifest_reads_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    """A data dir from before the bytes layout (manifest format 1, no layout
+    field) opens, reads and searches; a manifest from a newer tiermem is refused."""
+    old = ColdTier(tmp_path, DIM, row_group_size=1000, vector_layout="list")
+    rows = make_rows("a", 20, seed=1)
+    old.put(rows)
+    old.close()
+    path = tmp_path / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["format"] = 1
+    for entry in raw["data"]:
+        del entry["vector_layout"]
+    path.write_text(json.dumps(raw))
+    tier = ColdTier(tmp_path, DIM, row_group_size=1000)
+    assert [f.vector_layout for f in tier._manifest.data] == ["list"]
+    assert tier.get(rows["id"].to_pylist()).num_rows == 20
+    assert tier.search("a", vectors(rows)[0], 1, ALL)["id"].to_pylist() == [rows["id"][0].as_py()]
+    tier.put(make_rows("a", 5, seed=2))
+    assert json.loads(path.read_text())["format"] == 2
+    tier.close()
+    raw = json.loads(path.read_text())
+    raw["format"] = 99
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="newer tiermem"):
+        ColdTier(tmp_path, DIM)

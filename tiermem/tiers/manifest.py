@@ -34,7 +34,9 @@ from tiermem.errors import ConfigError, TierUnavailable
 
 MANIFEST = "manifest.json"
 ACCESS = "access.parquet"
-FORMAT = 1
+# 2: data files may use the bytes vector layout (`DataFile.vector_layout`); a
+# format-1 manifest (list layout only) loads as is and is written back as 2.
+FORMAT = 2
 # How a data file stores embedding elements (``l3.vector_precision``); every
 # reader gets float32 back whatever a file holds.
 VectorPrecision = Literal["float32", "float16"]
@@ -119,6 +121,11 @@ def load(root: Path, dim: int) -> Manifest:
         manifest = Manifest.model_validate_json(raw)
     except PydanticValidationError as exc:
         raise TierUnavailable(f"L3: corrupt manifest {path}: {exc}") from exc
+    if manifest.format > FORMAT:
+        raise ConfigError(
+            f"L3 at {root} has manifest format {manifest.format}, written by a newer "
+            f"tiermem; this one reads formats up to {FORMAT}: upgrade tiermem"
+        )
     if manifest.dim != dim:
         raise ConfigError(f"L3 at {root} stores dim={manifest.dim}, but dim={dim} was given")
     return manifest
@@ -130,7 +137,7 @@ def commit(root: Path, manifest: Manifest) -> Manifest:
     Every file it names must already be durable (fsynced and renamed): the
     rename of the manifest is what makes them visible.
     """
-    new = manifest.model_copy(update={"version": manifest.version + 1})
+    new = manifest.model_copy(update={"version": manifest.version + 1, "format": FORMAT})
     data = new.model_dump_json(indent=1).encode()
     write_atomic(root / MANIFEST, lambda f: f.write(data))
     return new
