@@ -50,22 +50,26 @@ def _items(
     passes: Passes | None = None,
 ) -> Iterator[ItemStats]:
     passes = passes or {}
-    for i, extra in enumerate(sizes):
-        id_, ns, kind = cols["id"][i], cols["namespace"][i], cols["kind"][i]
+    # one zip over the columns, not a dict lookup and an index per field and item
+    names = ("id", "namespace", "kind", "created_at", "tiered_at", "last_accessed_at")
+    more = ("access_count", "importance", "expires_at", "pinned", "superseded_by")
+    rows = zip(*(cols[n] for n in (*names, *more)), sizes, strict=True)
+    for id_, ns, kind, created, tiered, last, count, imp, exp, pinned, sup, extra in rows:
+        recent = hits.get(id_)
         yield ItemStats(
             id=id_,
             namespace=ns,
             kind=kind,
-            created_at=cols["created_at"][i],
-            inserted_at=cols["tiered_at"][i],
-            last_accessed_at=cols["last_accessed_at"][i],
-            access_count=cols["access_count"][i],
-            recent_hits=tuple(from_us(t) for t in hits.get(id_, ())),
-            importance=cols["importance"][i],
-            expires_at=cols["expires_at"][i],
-            pinned=cols["pinned"][i],
+            created_at=created,
+            inserted_at=tiered,
+            last_accessed_at=last,
+            access_count=count,
+            recent_hits=tuple(from_us(t) for t in recent) if recent else (),
+            importance=imp,
+            expires_at=exp,
+            pinned=pinned,
             size=int(extra) + 4 * dim,
-            superseded=cols["superseded_by"][i] is not None,
+            superseded=sup is not None,
             passed_at=passes.get((tier, ns, kind)),
         )
 

@@ -162,31 +162,42 @@ class HotTier:
     @_guarded
     def delete(self, ids: Sequence[str]) -> int:
         """Remove these ids; returns how many were present."""
-        removed = 0
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            found = self._locate(chunk)
-            if not found:
-                continue
-            by_ns: dict[str, list[str]] = {}
-            for id_, ns in found.items():
-                by_ns.setdefault(ns, []).append(id_)
-            pipe = self.client.pipeline(transaction=True)
-            for ns, members in by_ns.items():
-                pipe.delete(*(self.keys.record(ns, i) for i in members))
-                self._unindex(pipe, ns, members)
-            # each namespace queued 1 + UNINDEX_COMMANDS, the first its DEL (count removed)
-            removed += sum(pipe.execute()[:: 1 + UNINDEX_COMMANDS])
-            self._search.changed(by_ns)
-        return removed
+        chunks = _chunks(list(dict.fromkeys(ids)))
+        return sum(self._delete_at(self._locate(chunk)) for chunk in chunks)
 
-    def _unindex(self, pipe: Any, ns: str, members: Sequence[str]) -> None:
-        """Queue removal of `members` from ns's indexes and the directory."""
-        for kind in KINDS:
-            pipe.zrem(self.keys.kind_index(ns, kind), *members)
-        pipe.zrem(self.keys.recency(ns), *members)
-        pipe.zrem(self.keys.frequency(ns), *members)
-        pipe.hdel(self.keys.directory(), *members)
-        pipe.incr(self.keys.version(ns))
+    @_guarded
+    def delete_located(self, ids: Sequence[str], namespaces: Sequence[str]) -> int:
+        """`delete` of ids in the namespaces the caller just read them from (a move's
+        source rows): no directory lookup. Returns how many were present."""
+        where = list(dict(zip(ids, namespaces, strict=True)).items())
+        return sum(self._delete_at(dict(where[i : i + BATCH])) for i in range(0, len(where), BATCH))
+
+    def _delete_at(self, found: dict[str, str]) -> int:
+        """Remove id -> namespace records and their index and directory entries in one
+        MULTI/EXEC, bumping each namespace's version; returns records removed."""
+        by_ns: dict[str, list[str]] = {}
+        for id_, ns in found.items():
+            by_ns.setdefault(ns, []).append(id_)
+        commands: list[resp.Command] = []
+        for ns, members in by_ns.items():
+            commands.append(("DEL", *(self.keys.record(ns, i) for i in members)))
+            commands += self._unindex(ns, members)
+        if not commands:
+            return 0
+        # each namespace queued 1 + UNINDEX_COMMANDS, the first its DEL (count removed)
+        removed = sum(resp.transaction(self.client, commands)[:: 1 + UNINDEX_COMMANDS])
+        self._search.changed(by_ns)
+        return int(removed)
+
+    def _unindex(self, ns: str, members: Sequence[str]) -> list[resp.Command]:
+        """Commands removing `members` from ns's indexes and the directory."""
+        return [
+            *(("ZREM", self.keys.kind_index(ns, kind), *members) for kind in KINDS),
+            ("ZREM", self.keys.recency(ns), *members),
+            ("ZREM", self.keys.frequency(ns), *members),
+            ("HDEL", self.keys.directory(), *members),
+            ("INCR", self.keys.version(ns)),
+        ]
 
     @_guarded
     def forget(self, namespace: str) -> int:
@@ -198,10 +209,9 @@ class HotTier:
         removed = 0
         rec = self.keys.recency(namespace)
         while members := _strs(self.client.zrange(rec, 0, BATCH - 1)):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(*(self.keys.record(namespace, i) for i in members))
-            self._unindex(pipe, namespace, members)
-            removed += pipe.execute()[0]
+            records = ("DEL", *(self.keys.record(namespace, i) for i in members))
+            replies = resp.transaction(self.client, [records, *self._unindex(namespace, members)])
+            removed += replies[0]
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(rec, self.keys.frequency(namespace))
         pipe.delete(*(self.keys.kind_index(namespace, kind) for kind in KINDS))
@@ -241,16 +251,16 @@ class HotTier:
         """id -> namespace for the ids in the directory (at most `BATCH` ids)."""
         if not ids:
             return {}
-        found = self.client.hmget(self.keys.directory(), list(ids))
+        found = resp.pipeline(self.client, [("HMGET", self.keys.directory(), *ids)])[0]
         return {i: _str(ns) for i, ns in zip(ids, found, strict=True) if ns is not None}
 
     def _fetch(self, pairs: Sequence[tuple[str, str]]) -> pa.Table:
         """Rows for (id, namespace) pairs, pipelined; vanished records skipped."""
-        rows: list[dict[bytes, bytes]] = []
+        rows: list[list[bytes | None]] = []
         for start in range(0, len(pairs), BATCH):
             chunk = pairs[start : start + BATCH]
-            commands = [("HGETALL", self.keys.record(ns, id_)) for id_, ns in chunk]
-            rows.extend(codec.hash_rows(resp.pipeline(self.client, commands)))
+            commands = [codec.fetch_command(self.keys.record(ns, id_)) for id_, ns in chunk]
+            rows.extend(resp.pipeline(self.client, commands))
         return codec.decode_rows(self.dim, rows)
 
     @_guarded
@@ -265,14 +275,25 @@ class HotTier:
         hits: dict[str, list[int]] = {}
         for chunk in _chunks(self.ids(namespace)):
             keys = [self.keys.record(namespace, i) for i in chunk]
-            part, part_sizes, part_hits = codec.decode_light(
-                self._light(keys=keys, args=list(codec.LIGHT_FIELDS))
-            )
+            reply = self._eval(self._light, keys, codec.LIGHT_FIELDS)
+            part, part_sizes, part_hits = codec.decode_light(reply)
             for name, values in part.items():
                 cols[name] += values
             sizes += part_sizes
             hits.update(part_hits)
         return cols, sizes, hits
+
+    def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One call of a registered script, packed by hiredis (redis-py's `Script`
+        encodes each key in Python), loaded first if Redis lacks it."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        reply = resp.pipeline(self.client, [command], check=False)[0]
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            self.client.script_load(script.script)
+            reply = resp.pipeline(self.client, [command], check=False)[0]
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     @_guarded
     def locate(self, ids: Sequence[str]) -> dict[str, str]:

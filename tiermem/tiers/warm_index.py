@@ -96,13 +96,14 @@ class VectorIndex:
         for mat in mats:  # straight from each block into the matrix: no merged copy
             self._mat[at : at + len(mat)] = mat
             at += len(mat)
-        norms = np.linalg.norm(self._mat[rows], axis=1)
-        self._inv_norms[rows] = np.divide(1, norms, out=np.zeros_like(norms), where=norms > 0)
-        self._live[rows] = True
+        new = slice(self.n, at)  # the rows just written: views, not fancy-index copies
+        norms = np.linalg.norm(self._mat[new], axis=1)
+        self._inv_norms[new] = np.divide(1, norms, out=np.zeros_like(norms), where=norms > 0)
+        self._live[new] = True
         self.n += total
         self.n_live += total
         if self.ann is not None and len(rows):
-            self.ann.add(rows.astype(np.uint64), self._mat[rows])
+            self.ann.add(rows.astype(np.uint64), self._mat[new])
         return rows
 
     def reserve(self, rows: int) -> None:
