@@ -191,15 +191,7 @@ class ColdReads:
                 f"WHERE id IN (SELECT id FROM {IDS}) AND {not_dead()}"
             )
             parts.append(decode_embedding(self._run(sql, [files], ids), self.dim))
-        if len(parts) > 1:
-            parts = [p.cast(self._schema_of(p)) for p in parts]
         return pa.concat_tables(parts) if parts else pa.table({})
-
-    def _schema_of(self, rows: pa.Table) -> pa.Schema:
-        """`rows`' schema with the embedding (if any) as float32: parts of both
-        precisions concatenate."""
-        i = rows.schema.get_field_index("embedding")
-        return rows.schema if i < 0 else rows.schema.set(i, self._schema.field("embedding"))
 
     def get(self, ids: Sequence[str]) -> pa.Table:
         """The live rows of `ids` held here, with current access stats."""
