@@ -23,7 +23,10 @@ import pytest
 import redis
 
 import tiermem
+from tests.tables import DIM as TABLES_DIM
 from tiermem.embed import HashingEmbedder
+from tiermem.tiers.hot import HotTier
+from tiermem.tiers.keys import Keys
 
 DIM = 32
 
@@ -101,6 +104,18 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 OpenStore = Callable[..., tiermem.Engine]
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keys:
+    """Redis key templates on the test's own prefix (which `prefix` deletes)."""
+    return Keys(prefix)
+
+
+@pytest.fixture
+def hot_tier(redis_client: redis.Redis, keys: Keys, redis_url: str) -> HotTier:
+    """An L1 tier of `tests.tables.DIM`-d vectors on the test's own prefix."""
+    return HotTier(redis_client, keys, TABLES_DIM, redis_url)
 
 
 @pytest.fixture

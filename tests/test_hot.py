@@ -35,13 +35,8 @@ def client(redis_client: redis.Redis) -> redis.Redis:
 
 
 @pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)  # the conftest `prefix` fixture deletes its keys afterwards
-
-
-@pytest.fixture
-def tier(client: redis.Redis, keys: Keys, redis_url: str) -> HotTier:
-    return HotTier(client, keys, DIM, redis_url)
+def tier(hot_tier: HotTier) -> HotTier:
+    return hot_tier
 
 
 def test_round_trip_every_column_with_nulls_and_unicode(tier: HotTier) -> None:

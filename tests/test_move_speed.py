@@ -5,7 +5,6 @@ light snapshot's script packed by hiredis, events encoded by one encoder."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,17 +22,7 @@ from tiermem.tiers.hot import HotTier
 from tiermem.tiers.keys import Keys
 
 
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)  # the conftest `prefix` fixture deletes its keys afterwards
-
-
-@pytest.fixture
-def tier(redis_client: redis.Redis, keys: Keys, redis_url: str) -> HotTier:
-    return HotTier(redis_client, keys, DIM, redis_url)
-
-
-def test_floats_and_extreme_times_read_back_exactly(tier: HotTier) -> None:
+def test_floats_and_extreme_times_read_back_exactly(hot_tier: HotTier) -> None:
     """Arrow parses the stored decimals: every float64 and µs value must survive."""
     rng = np.random.default_rng(7)
     importance = [5e-324, 1e-300, 0.1 + 0.2, 1 / 3, *rng.random(4).tolist()]
@@ -44,8 +33,8 @@ def test_floats_and_extreme_times_read_back_exactly(tier: HotTier) -> None:
         "created_at",
         pa.array([before_epoch] * 8, sch.TS),
     )
-    tier.put(t)
-    got = tier.get(t.column("id").to_pylist())
+    hot_tier.put(t)
+    got = hot_tier.get(t.column("id").to_pylist())
     assert got.schema == sch.schema(DIM)
     assert by_id(got) == by_id(t)
 
@@ -62,13 +51,13 @@ def test_decode_skips_vanished_records_and_reads_omitted_fields_as_written() -> 
 
 
 def test_delete_removes_record_directory_and_index_entries_in_one_step(
-    tier: HotTier, keys: Keys, redis_client: redis.Redis
+    hot_tier: HotTier, keys: Keys, redis_client: redis.Redis
 ) -> None:
     a, b = make_table("a", 4, seed=1), make_table("b", 3, seed=2)
-    tier.put(pa.concat_tables([a, b]))
+    hot_tier.put(pa.concat_tables([a, b]))
     gone = [*a.column("id").to_pylist()[:2], *b.column("id").to_pylist()]
     versions = {ns: int(redis_client.get(keys.version(ns)) or 0) for ns in ("a", "b")}
-    assert tier.delete([*gone, "nope"]) == 5
+    assert hot_tier.delete([*gone, "nope"]) == 5
     for id_ in gone:
         ns = id_.split("-")[0]
         assert not redis_client.exists(keys.record(ns, id_))
@@ -78,20 +67,7 @@ def test_delete_removes_record_directory_and_index_entries_in_one_step(
         assert all(redis_client.zscore(keys.kind_index(ns, k), id_) is None for k in KINDS)
     for ns, v in versions.items():
         assert int(redis_client.get(keys.version(ns)) or 0) == v + 1
-    assert tier.ids("a") == a.column("id").to_pylist()[2:]
-
-
-def test_scripts_unknown_to_redis_are_loaded_and_run(
-    tier: HotTier, redis_client: redis.Redis
-) -> None:
-    fresh = redis_client.register_script(f"return {{KEYS[1], ARGV[1], '{uuid.uuid4().hex}'}}")
-    assert not redis_client.script_exists(fresh.sha)[0]
-    reply = tier._eval(fresh, ["k"], ["v"])
-    assert reply[:2] == [b"k", b"v"]
-    assert tier._eval(fresh, ["k2"], ["v2"])[:2] == [b"k2", b"v2"]  # loaded now
-    broken = redis_client.register_script("return redis.call('NOPE')")
-    with pytest.raises(redis.ResponseError):
-        tier._eval(broken, [], [])
+    assert hot_tier.ids("a") == a.column("id").to_pylist()[2:]
 
 
 def test_event_lines_are_compact_json(tmp_path: Path) -> None:
@@ -115,33 +91,33 @@ def test_event_lines_fall_back_to_the_encoder_for_other_values() -> None:
         assert _line(_ENCODE(head)[:-1], fields) == _ENCODE({**head, **fields})
 
 
-def test_delete_located_removes_what_delete_would(tier: HotTier, keys: Keys) -> None:
+def test_delete_by_known_namespaces_does_what_delete_does(hot_tier: HotTier, keys: Keys) -> None:
     t = make_table("a", 5)
-    tier.put(t)
+    hot_tier.put(t)
     ids = t.column("id").to_pylist()
-    assert tier.delete_located([*ids[:3], "nope"], ["a"] * 4) == 3
-    assert tier.ids("a") == ids[3:]
-    assert tier.locate(ids) == dict.fromkeys(ids[3:], "a")
-    assert tier.delete_located([], []) == 0
+    assert hot_tier.delete([*ids[:3], "nope"], namespaces=["a"] * 4) == 3
+    assert hot_tier.ids("a") == ids[3:]
+    assert hot_tier.locate(ids) == dict.fromkeys(ids[3:], "a")
+    assert hot_tier.delete([], namespaces=[]) == 0
 
 
 def test_move_from_l1_looks_ids_up_once_per_batch(
-    tier: HotTier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hot_tier: HotTier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tiermem.moves import Mover
     from tiermem.tiers.warm import WarmTier
 
     t = pa.concat_tables([make_table("a", 6, seed=1), make_table("b", 5, seed=2)])
-    tier.put(t)
+    hot_tier.put(t)
     l2 = WarmTier(tmp_path / "l2", DIM)
     at = datetime(2026, 1, 2, tzinfo=UTC)
-    mover = Mover({"l1": tier, "l2": l2}, tmp_path / "journal", 4, lambda: at)  # type: ignore[dict-item]
+    mover = Mover({"l1": hot_tier, "l2": l2}, tmp_path / "journal", 4, lambda: at)  # type: ignore[dict-item]
     lookups: list[int] = []
-    real = tier._locate
-    monkeypatch.setattr(tier, "_locate", lambda ids: lookups.append(len(ids)) or real(ids))
+    real = hot_tier._locate
+    monkeypatch.setattr(hot_tier, "_locate", lambda ids: lookups.append(len(ids)) or real(ids))
     assert mover.move("l1", "l2", t.column("id").to_pylist()) == 11
     assert lookups == [11, 4, 4, 3]  # ordering, then reads; deletes use the namespaces read
-    assert tier.namespaces() == set()
+    assert hot_tier.namespaces() == set()
     moved = l2.get(t.column("id").to_pylist())
     assert set(moved.column("tiered_at").to_pylist()) == {at}
     assert by_id(moved.drop_columns(["tiered_at"])) == by_id(t.drop_columns(["tiered_at"]))

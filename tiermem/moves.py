@@ -42,6 +42,7 @@ from tiermem.failpoints import failpoint
 from tiermem.ids import Clock
 from tiermem.model import TIERS, TierName
 from tiermem.tiers.base import Tier
+from tiermem.tiers.hot import HotTier
 
 
 def winner(a: tuple[TierName, int], b: tuple[TierName, int]) -> tuple[TierName, int]:
@@ -135,14 +136,13 @@ class Mover:
         return int(rows.num_rows)
 
     def _delete(self, src: TierName, rows: pa.Table) -> None:
-        """Delete the moved rows from `src`; a tier that can delete by the namespaces
-        the rows were just read from (L1: `delete_located`) skips locating them again."""
-        ids = rows.column("id").to_pylist()
-        located = getattr(self.tiers[src], "delete_located", None)
-        if located is not None:
-            located(ids, rows.column("namespace").to_pylist())
+        """Delete the moved rows from `src`; L1 by the namespaces the rows were just
+        read from, which spares it locating them again."""
+        ids, tier = rows.column("id").to_pylist(), self.tiers[src]
+        if isinstance(tier, HotTier):
+            tier.delete(ids, namespaces=rows.column("namespace").to_pylist())
         else:
-            self.tiers[src].delete(ids)
+            tier.delete(ids)
 
     def recover(self) -> int:
         """Finish or undo interrupted moves; returns how many duplicates were removed."""

@@ -160,15 +160,15 @@ class HotTier:
         return list(recency)
 
     @_guarded
-    def delete(self, ids: Sequence[str]) -> int:
-        """Remove these ids; returns how many were present."""
-        chunks = _chunks(list(dict.fromkeys(ids)))
-        return sum(self._delete_at(self._locate(chunk)) for chunk in chunks)
+    def delete(self, ids: Sequence[str], namespaces: Sequence[str] | None = None) -> int:
+        """Remove these ids; returns how many were present.
 
-    @_guarded
-    def delete_located(self, ids: Sequence[str], namespaces: Sequence[str]) -> int:
-        """`delete` of ids in the namespaces the caller just read them from (a move's
-        source rows): no directory lookup. Returns how many were present."""
+        `namespaces` (each id's, when the caller just read the rows: a move)
+        save the directory lookup, as in `touch`.
+        """
+        if namespaces is None:
+            chunks = _chunks(list(dict.fromkeys(ids)))
+            return sum(self._delete_at(self._locate(chunk)) for chunk in chunks)
         where = list(dict(zip(ids, namespaces, strict=True)).items())
         return sum(self._delete_at(dict(where[i : i + BATCH])) for i in range(0, len(where), BATCH))
 
@@ -275,25 +275,13 @@ class HotTier:
         hits: dict[str, list[int]] = {}
         for chunk in _chunks(self.ids(namespace)):
             keys = [self.keys.record(namespace, i) for i in chunk]
-            reply = self._eval(self._light, keys, codec.LIGHT_FIELDS)
+            reply = resp.scripts(self.client, self._light, [(keys, codec.LIGHT_FIELDS)])[0]
             part, part_sizes, part_hits = codec.decode_light(reply)
             for name, values in part.items():
                 cols[name] += values
             sizes += part_sizes
             hits.update(part_hits)
         return cols, sizes, hits
-
-    def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One call of a registered script, packed by hiredis (redis-py's `Script`
-        encodes each key in Python), loaded first if Redis lacks it."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        reply = resp.pipeline(self.client, [command], check=False)[0]
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            self.client.script_load(script.script)
-            reply = resp.pipeline(self.client, [command], check=False)[0]
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-        return reply
 
     @_guarded
     def locate(self, ids: Sequence[str]) -> dict[str, str]:

@@ -145,12 +145,6 @@ def decode_rows(dim: int, replies: Sequence[Sequence[bytes | None]]) -> pa.Table
     return sch.from_columns(dim, cols)
 
 
-def hash_rows(replies: Sequence[Any]) -> list[dict[bytes, bytes]]:
-    """Raw HGETALL replies (flat [field, value, ...] lists) as dicts; empty ones dropped."""
-    pairs = (r if isinstance(r, dict) else zip(r[::2], r[1::2], strict=True) for r in replies if r)
-    return [dict(p) for p in pairs]
-
-
 def _column(name: str, raw: pa.Array) -> pa.Array:
     """One stored field's values (binary, nulls for omitted fields) as its column type."""
     if name in _BOOL_COLS:  # an omitted flag is False, as it was written

@@ -92,17 +92,23 @@ def _reply(conn: Any) -> Any:
         return exc
 
 
-def scripts(client: redis.Redis, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+def scripts(
+    client: redis.Redis, script: Any, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+) -> list[Any]:
     """Run a registered Lua `script` (redis-py `Script`) once per (keys, args), in one
-    round trip: EVALSHA, and the calls Redis did not know the script for again
-    after loading it. (redis-py's own pipeline asks SCRIPT EXISTS first: one more
-    round trip per call.)"""
+    round trip, and return the replies: EVALSHA, and the calls Redis did not know
+    the script for again after loading it. (redis-py's own pipeline asks SCRIPT
+    EXISTS first: one more round trip; its `Script` encodes each key in Python.)
+    The first error reply is raised."""
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
     replies = pipeline(client, commands, check=False)
-    missing = [c for c, r in zip(commands, replies, strict=True) if isinstance(r, NoScriptError)]
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
     if missing:
         client.script_load(script.script)
-        pipeline(client, missing)
+        again = pipeline(client, [commands[i] for i in missing], check=False)
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
     for reply in replies:
-        if isinstance(reply, redis.ResponseError) and not isinstance(reply, NoScriptError):
+        if isinstance(reply, redis.ResponseError):
             raise reply
+    return replies
