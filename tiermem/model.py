@@ -308,6 +308,12 @@ class Hit(BaseModel):
     score: float
     tier: TierName
 
+    @classmethod
+    def trusted(cls, memory: Memory, score: float, tier: TierName) -> Hit:
+        """A Hit from already-valid values (a search's own results); unchecked."""
+        fields = {"memory": memory, "score": score, "tier": tier}
+        return _instance(cls, fields, {"memory", "score", "tier"})
+
 
 class BatchResult(BaseModel):
     """Outcome of `add_many`: per item an id, or an error at that index."""

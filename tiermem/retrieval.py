@@ -69,7 +69,7 @@ def hits(candidates: Sequence[Candidate], accessed_at: datetime | None = None) -
         ranks = [candidates[i].rank for i in positions]
         memories = first.found.memories(ranks, accessed_at)
         for i, mem in zip(positions, memories, strict=True):
-            out[i] = Hit(memory=mem, score=candidates[i].score, tier=candidates[i].tier)
+            out[i] = Hit.trusted(mem, candidates[i].score, candidates[i].tier)
     return [h for h in out if h is not None]
 
 

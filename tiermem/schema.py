@@ -58,7 +58,6 @@ def schema(dim: int) -> pa.Schema:
 
 COLUMNS: tuple[str, ...] = tuple(schema(1).names)
 _TIMES = tuple(n for n in COLUMNS if schema(1).field(n).type == TS)
-_TIMES_KEPT = tuple(n for n in _TIMES if n != "last_accessed_at")  # a read sets that one
 _PLAIN = tuple(n for n in COLUMNS if n not in _TIMES and n != "embedding")
 _FIELDS = tuple(Memory.model_fields)  # the order Memory's own constructor gives
 
@@ -158,31 +157,6 @@ def to_memories(
         Memory.trusted(dict(zip(_FIELDS, values, strict=True)))
         for values in zip(*ordered, strict=True)
     ]
-
-
-def row_memory(
-    row: dict[str, Any],
-    embedding: np.ndarray,
-    tier: TierName,
-    accessed_at: datetime | None,
-    seen: dict[int, datetime],
-) -> Memory:
-    """One row's raw values as a Memory; `row` (which this fills in) is as
-    `tiers.arrow_rows.RowReader` reads it: timestamps in µs, metadata as JSON
-    text. `accessed_at` as in `to_memories`. `seen` memoises µs -> datetime
-    across the rows of one result: they share times (created_at = updated_at
-    until an update, one tiered_at per move)."""
-    if accessed_at is not None:
-        row["last_accessed_at"] = accessed_at
-        row["access_count"] += 1
-    for n in _TIMES if accessed_at is None else _TIMES_KEPT:
-        us = row[n]
-        if us is not None:
-            dt = seen.get(us)
-            row[n] = dt if dt is not None else seen.setdefault(us, from_us(us))
-    row["metadata"] = json.loads(row["metadata"])
-    row["embedding"], row["tier"] = embedding, tier
-    return Memory.trusted({f: row[f] for f in _FIELDS})
 
 
 def _values(col: pa.ChunkedArray) -> list[Any]:

@@ -38,6 +38,10 @@ class RowReader:
         """Row `r` as {column: value}; timestamps as int microseconds."""
         return {n: get(r) for n, get in zip(self.names, self._getters, strict=True)}
 
+    def getter(self, name: str) -> Getter:
+        """The function from row number to column `name`'s value (as `row` gives it)."""
+        return self._getters[self.names.index(name)]
+
 
 def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
     # combine_chunks copies even a single chunk: it would double L2's payload

@@ -25,9 +25,8 @@ import redis
 
 from tiermem import schema as sch
 from tiermem.filters import Filter
-from tiermem.tiers.arrow_rows import RowReader
 from tiermem.tiers.base import SCORE
-from tiermem.tiers.found import Found, RowsFound
+from tiermem.tiers.found import Found, MemoryReader, RowsFound
 from tiermem.tiers.keys import Keys
 from tiermem.tiers.tracking import VersionTracker
 
@@ -45,14 +44,14 @@ class _Cached:
     matrix: np.ndarray
     norms: np.ndarray
     none: pa.Table | None = None  # the no-hit result, built once (most L1s miss most namespaces)
-    reader: RowReader | None = None  # built on the first `find` with hits
+    reader: MemoryReader | None = None  # built on the first `find` with hits
 
-    def rows(self, top: np.ndarray) -> list[dict[str, Any]]:
-        """Rows `top` of the copy as Python values (no embedding: see `matrix`)."""
+    def found(self, top: np.ndarray, scores: np.ndarray) -> RowsFound:
+        """Rows `top` of the copy as the read path's result (`tiers.found`)."""
         if self.reader is None:
-            names = [n for n in self.table.schema.names if n != "embedding"]
-            self.reader = RowReader(self.table, names)
-        return [self.reader.row(i) for i in top.tolist()]
+            self.reader = MemoryReader(self.table)
+        rd = self.reader
+        return RowsFound("l1", [(rd, i) for i in top.tolist()], self.matrix[top], scores.tolist())
 
     def empty(self) -> pa.Table:
         """A result with no rows: the table's schema plus `_score`."""
@@ -87,7 +86,7 @@ class SearchCache:
     def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
         """The same top-k as `search`, as Python rows (see `tiers.found`)."""
         cached, top, scores = self._top(namespace, vector, k, flt)
-        return RowsFound("l1", cached.rows(top), cached.matrix[top], scores.tolist())
+        return cached.found(top, scores)
 
     def _top(
         self, namespace: str, vector: np.ndarray, k: int, flt: Filter

@@ -44,7 +44,7 @@ from tiermem.ids import to_us
 from tiermem.model import TierName, TierStats
 from tiermem.schema import COLUMNS, schema
 from tiermem.tiers.base import SCORE
-from tiermem.tiers.found import Found, RowsFound
+from tiermem.tiers.found import Found, no_rows
 from tiermem.tiers.warm_files import io_errors, write_namespace_name
 from tiermem.tiers.warm_index import HnswParams, fsync_path
 from tiermem.tiers.warm_load import load_namespace
@@ -316,9 +316,7 @@ class WarmTier:
         """The same top-k as `search`, as Python rows: no table built (`tiers.found`)."""
         with self._lock:
             ns, rows, scores = self._top(namespace, vector, k, flt)
-            if ns is None:
-                return RowsFound("l2", [], np.zeros((0, self.dim), np.float32), [])
-            return RowsFound("l2", ns.values(rows), ns.vec.vectors(rows), scores.tolist())
+            return no_rows("l2", self.dim) if ns is None else ns.found(rows, scores)
 
     def _top(
         self, namespace: str, vector: np.ndarray, k: int, flt: Filter

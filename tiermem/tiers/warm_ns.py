@@ -14,7 +14,6 @@ import re
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +22,7 @@ import pyarrow.compute as pc
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.schema import TS, chunk_matrices, embedding_array, schema
-from tiermem.tiers.arrow_rows import RowReader
+from tiermem.tiers.found import MemoryReader, RowsFound
 from tiermem.tiers.warm_files import (
     append_tombstones,
     detached,
@@ -72,7 +71,7 @@ class Namespace:
         self.any_exp = self.any_superseded = False
         self.tomb_lines = 0
         self._table: pa.Table | None = None
-        self._readers: list[RowReader] | None = None  # one per part, built on demand
+        self._readers: list[MemoryReader] | None = None  # one per part, built on demand
 
     # -- in-memory state --------------------------------------------------
 
@@ -208,20 +207,16 @@ class Namespace:
             t = t.set_column(i, t.schema.field(i), arr)
         return t
 
-    def values(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        """These rows as Python values (`arrow_rows`: timestamps in µs), with their
-        current access stats and no embedding: a search's few rows, read without
-        building a table."""
+    def found(self, rows: np.ndarray, scores: np.ndarray) -> RowsFound:
+        """These rows as the read path's result (`tiers.found`): read in place
+        from their payload parts, with their current access stats."""
         if self._readers is None:
-            self._readers = [RowReader(p) for p in self.parts]
-        which = np.searchsorted(self.part_starts, rows, side="right") - 1
-        stats = zip(self.last_us[rows].tolist(), self.count[rows].tolist(), strict=True)
-        out = []
-        for r, p, (last, count) in zip(rows.tolist(), which.tolist(), stats, strict=True):
-            row = self._readers[p].row(r - self.part_starts[p])
-            row["last_accessed_at"], row["access_count"] = last, count
-            out.append(row)
-        return out
+            self._readers = [MemoryReader(p) for p in self.parts]
+        which = (np.searchsorted(self.part_starts, rows, side="right") - 1).tolist()
+        readers, starts = self._readers, self.part_starts
+        at = [(readers[p], r - starts[p]) for r, p in zip(rows.tolist(), which, strict=True)]
+        stats = (self.last_us[rows].tolist(), self.count[rows].tolist())
+        return RowsFound("l2", at, self.vec.vectors(rows), scores.tolist(), stats)
 
     def touch(self, id_: str, us: int) -> None:
         """One access of a held id at `us` µs."""
