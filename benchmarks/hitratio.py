@@ -6,8 +6,14 @@ items, the selector under test picks a batch of max(1, C // 100) victims
 from a snapshot of every resident item's `ItemStats` (the way a tier calls
 it), and they are deleted. Stats are kept the way the tiers keep them:
 
-- insert: inserted_at = last_accessed_at = created_at = t, access_count 0,
-  no recent hits (a new memory; the missed request is the write);
+- first request of a key: inserted_at = last_accessed_at = created_at = t,
+  access_count 0, no recent hits (a new memory; the request is the write);
+- a later miss (the key was evicted): the memory comes back from the tier
+  below with the access count it left with, plus this request (the engine
+  counts an access in whichever tier serves it, and the count moves with the
+  row: tests/test_lifecycle.py, test_access_count_travels_with_a_memory_across_tiers),
+  its created_at, inserted_at = last_accessed_at = t and no recent hits (those
+  of L1 stay in Redis and do not come back);
 - hit: last_accessed_at = t, access_count + 1, t appended to recent_hits
   (the last `HITS_KEPT` kept, as L1 does);
 - importance is 0.5 for all (the traces carry none), nothing expires and
@@ -32,11 +38,12 @@ reach (they are not selectors: the goal's "best selector" never counts them):
   where static-oracle < 0.9 x Belady, no online policy is expected to
   reach 0.9 x Belady. The chat trace is not IRM (bursts), so there it is
   no bound: lru beats it by far.
-- ``perfect-lfu``: online, but with every key's request count kept forever,
+- ``perfect-lfu``: online, with every key's request count kept forever,
   evicted keys included; a missed key is admitted (one eviction, like MIN)
   when its count, this request included, exceeds the smallest resident
-  count (ties: smallest key). A selector cannot do this: a missed key
-  enters with access_count 0, and the stats of evicted keys are gone.
+  count (ties: smallest key). The ``lfu`` selector sees the same counts
+  (they come back with an evicted key) but always admits the missed key
+  and evicts in batches, so it runs close to, not at, this reference.
 
 Traces (times are injected: the selectors see trace time, never the clock):
 
@@ -154,6 +161,7 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
     """Hits of a cache of `capacity` items evicting in batches chosen by `select`."""
     batch = max(1, capacity // 100)
     stats: dict[str, ItemStats] = {}
+    below: dict[str, ItemStats] = {}  # evicted keys' last stats (the tier below holds them)
     hits = 0
     last_pass: datetime | None = None  # as the engine records it per group
     for key, t in zip(trace.keys, trace.times, strict=True):
@@ -165,7 +173,13 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
                 s.access_count + 1, (*s.recent_hits, t)[-HITS_KEPT:],
             )  # fmt: skip
             continue
-        stats[key] = ItemStats(key, "bench", "episodic", t, t, t, 0)
+        old = below.pop(key, None)
+        if old is None:
+            stats[key] = ItemStats(key, "bench", "episodic", t, t, t, 0)
+        else:
+            stats[key] = ItemStats(
+                key, "bench", "episodic", old.created_at, t, t, old.access_count + 1
+            )
         if len(stats) > capacity:
             items = list(stats.values())
             if last_pass is not None:
@@ -176,7 +190,7 @@ def simulate(trace: Trace, select: Callable[..., list[str]], capacity: int) -> i
             if not victims:
                 raise RuntimeError("selector chose no victim in an over-full cache")
             for v in victims:
-                del stats[v]
+                below[v] = stats.pop(v)
     return hits
 
 

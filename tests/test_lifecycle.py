@@ -116,6 +116,24 @@ def test_promote_after_hits_in_window(mem: tiermem.Engine, clock: FakeClock) -> 
     assert mem.get(m.id).tier == "l1"
 
 
+def test_access_count_travels_with_a_memory_across_tiers(
+    mem: tiermem.Engine, clock: FakeClock
+) -> None:
+    """A demoted memory keeps its access count (it moves with the row), and so does
+    a promoted one: what lfu-style rules rank by, and what the tiers benchmark
+    assumes of a key that comes back into L1."""
+    m = mem.add("counted", namespace="a")
+    for _ in range(3):
+        mem.get(m.id)
+    for to in ("l2", "l3"):
+        mem.demote(m.id, to=to)
+        clock.advance(minutes=1)
+        assert mem.get(m.id).access_count == {"l2": 4, "l3": 5}[to]
+    assert mem.promote(m.id, to="l1").access_count == 5
+    clock.advance(minutes=1)
+    assert mem.get(m.id).access_count == 6
+
+
 def test_pinned_memories_never_demoted(mem: tiermem.Engine, clock: FakeClock) -> None:
     m = mem.add("keep me hot", namespace="a", pinned=True)
     clock.advance(days=9)
