@@ -52,6 +52,8 @@ def _getter(arr: pa.Array) -> Getter:
     """A function from row number to the Python value of `arr` there."""
     if len(arr) == 0:  # buffers may be absent
         return _no_rows
+    if arr.null_count == len(arr):  # e.g. expires_at, mostly unset: no buffer read
+        return _null
     value = _values(arr)
     if arr.null_count == 0:
         return value
@@ -84,6 +86,10 @@ def _values(arr: pa.Array) -> Getter:
         ints = memoryview(arr.buffers()[1]).cast("q")
         return lambda r: ints[r + off]
     raise TypeError(f"no row reader for Arrow type {t}")
+
+
+def _null(r: int) -> None:
+    return None
 
 
 def _no_rows(r: int) -> Any:

@@ -11,12 +11,13 @@ each Memory's fields read and converted in one pass (`MemoryReader`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiermem import schema
 from tiermem.ids import from_us
@@ -26,6 +27,7 @@ from tiermem.tiers.arrow_rows import Getter, RowReader
 SCORE = "_score"
 _TIMES = frozenset(schema._TIMES)
 _LOADED: set[str] = {"embedding", "tier"}  # set per result, not read from the payload
+_MAYBE_CONSTANT = ("namespace", "kind")
 
 
 class Found:
@@ -84,11 +86,15 @@ class MemoryReader:
     (the previous path), and no Arrow compute call per column.
     """
 
-    def __init__(self, table: pa.Table) -> None:
+    def __init__(self, table: pa.Table, apart: Collection[str] = ()) -> None:
+        """`apart`: fields the caller always sets itself (not read)."""
         names = [n for n in table.schema.names if n != "embedding"]
         rows = RowReader(table, names)
         self.id, self.version = rows.getter("id"), rows.getter("version")
-        self._fields = tuple((f, _converted(f, rows)) for f in schema._FIELDS)
+        self._fields = tuple(
+            (f, _none if f in apart else _constant(table, f) or _converted(f, rows))
+            for f in schema._FIELDS
+        )
 
     def fields(self, r: int) -> dict[str, Any]:
         """Row `r` as Memory's field dict; `embedding` and `tier` are None (the
@@ -115,6 +121,18 @@ def parse_metadata(text: str) -> dict[str, Any]:
             _METADATA.clear()
         _METADATA[text] = dict(value)
     return value
+
+
+def _constant(table: pa.Table, field: str) -> Getter | None:
+    """A getter for a column holding one value throughout (a namespace's
+    copy or part always has one namespace, often one kind), else None."""
+    if field not in _MAYBE_CONSTANT or table.num_rows == 0:
+        return None
+    col = table.column(field)
+    if pc.count_distinct(col, mode="all").as_py() != 1:
+        return None
+    value = col[0].as_py()
+    return lambda r: value
 
 
 def _converted(field: str, rows: RowReader) -> Getter:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from tiermem.filters import Filter
 from tiermem.ids import to_us
-from tiermem.schema import TS, chunk_matrices, embedding_array, schema
+from tiermem.schema import ACCESS_COLUMNS, TS, chunk_matrices, embedding_array, schema
 from tiermem.tiers.found import MemoryReader, RowsFound
 from tiermem.tiers.warm_files import (
     append_tombstones,
@@ -211,7 +211,7 @@ class Namespace:
         """These rows as the read path's result (`tiers.found`): read in place
         from their payload parts, with their current access stats."""
         if self._readers is None:
-            self._readers = [MemoryReader(p) for p in self.parts]
+            self._readers = [MemoryReader(p, apart=ACCESS_COLUMNS) for p in self.parts]
         which = (np.searchsorted(self.part_starts, rows, side="right") - 1).tolist()
         readers, starts = self._readers, self.part_starts
         at = [(readers[p], r - starts[p]) for r, p in zip(rows.tolist(), which, strict=True)]
