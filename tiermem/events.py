@@ -35,6 +35,34 @@ def _line(head: str, fields: dict[str, Any]) -> str:
     return head + "".join(parts) + "}"
 
 
+_ACTION_KEYS = ("id", "namespace", "action", "src", "dst", "reason")
+
+
+def _lines(head: str, actions: Sequence[Action]) -> list[str]:
+    """One line per action, each exactly `_line(head, action.__dict__)`.
+
+    An Action's fields are all str or None, so its __dict__ is its JSON
+    (model_dump costs ~4 µs an action, a tenth of a large demote). The actions
+    of a batch share all but their ids (one namespace, source, destination and
+    a few reasons), so everything after the id is encoded once per distinct
+    tail. Anything but a plain Action's dict goes `_line`'s way.
+    """
+    tails: dict[tuple[Any, ...], str] = {}
+    out: list[str] = []
+    for a in actions:
+        d = a.__dict__
+        if tuple(d) != _ACTION_KEYS or type(d["id"]) is not str:
+            out.append(_line(head, d))
+            continue
+        key = (d["namespace"], d["action"], d["src"], d["dst"], d["reason"])
+        tail = tails.get(key)
+        if tail is None:
+            rest = {k: d[k] for k in _ACTION_KEYS[1:]}
+            tail = tails[key] = _line("", rest)
+        out.append(f'{head},"id":{_STR(d["id"])}{tail}')
+    return out
+
+
 class EventLog:
     """Append-only JSON lines of lifecycle actions."""
 
@@ -52,9 +80,7 @@ class EventLog:
         if not actions:
             return
         head = _ENCODE({"at": at.isoformat(), "run": run, "job": job})[:-1]
-        # an Action's fields are all str or None: its __dict__ is its JSON (model_dump
-        # costs ~4 µs an action, a tenth of a large demote)
-        lines = [_line(head, a.__dict__) for a in actions]
+        lines = _lines(head, actions)
         torn = self._torn()
         with open(self.path, "a", encoding="utf-8") as fh:
             # after a crash mid-append, start on a fresh line so this batch stays readable

@@ -139,7 +139,8 @@ class Lifecycle:
         ids = [a.id for a in batch]
         if first.action == "move":
             assert first.dst is not None
-            report.moved += self.mover.move(first.src, first.dst, ids)
+            nss = [a.namespace for a in batch]  # spares L1 its directory lookups
+            report.moved += self.mover.move(first.src, first.dst, ids, nss)
             if TIERS.index(first.dst) < TIERS.index(first.src):
                 # a promotion spends the hits that earned it: the next tier up
                 # needs a new window of hits, not the same ones counted again

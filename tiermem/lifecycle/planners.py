@@ -16,14 +16,14 @@ its current (not superseded) memories at that tier or hotter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tiermem.lifecycle import selectors
 from tiermem.lifecycle.policy import KindPolicy, Policy, TierRules
-from tiermem.lifecycle.stats import ItemStats
-from tiermem.model import TIERS, Action, TierName
+from tiermem.lifecycle.stats import ItemStats, StatsColumns
+from tiermem.model import TIERS, Action, TierName, _instance
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Group:
     tier: TierName
     namespace: str
     kind: str
-    items: tuple[ItemStats, ...]
+    items: Sequence[ItemStats]  # a tuple, or `StatsColumns` from a snapshot
 
 
 def human(delta: timedelta) -> str:
@@ -61,8 +61,27 @@ def _movable(item: ItemStats, dst: TierName, rules: KindPolicy) -> bool:
     """May a rule move `item` to the colder tier `dst`?"""
     if item.pinned:
         return False
+    return _below_pin(dst, rules) or item.superseded
+
+
+def _below_pin(dst: TierName, rules: KindPolicy) -> bool:
+    """Whether the kind's `pin:` allows its current memories into `dst`."""
     pin = rules.pin
-    return pin is None or item.superseded or TIERS.index(dst) <= TIERS.index(pin)
+    return pin is None or TIERS.index(dst) <= TIERS.index(pin)
+
+
+_ACTION_FIELDS = frozenset(Action.model_fields)
+
+
+def _action(
+    id_: str, namespace: str, action: str, src: TierName, dst: TierName | None, reason: str
+) -> Action:
+    """An `Action` built without validation: equal to ``Action(...)`` of the same
+    (already valid: str ids and namespaces, tier names) values, at a fifth of the
+    cost; a large demote makes 100k."""
+    values = {"id": id_, "namespace": namespace, "action": action, "src": src, "dst": dst}
+    values["reason"] = reason
+    return _instance(Action, values, set(_ACTION_FIELDS))
 
 
 def _rules(rules: KindPolicy, tier: TierName) -> TierRules:
@@ -75,47 +94,99 @@ def demote_group(
     """Demotions of one group, and notes (warnings) about it.
 
     Over capacity, victims are picked until the group is at `fill` of it.
+    Rules are decided over the group's columns (`StatsColumns`); only an
+    eviction's pool becomes `ItemStats` for the selectors.
     """
     if group.tier == "l3":
         return [], []
     rules = policy.for_kind(group.kind)
     tr, dst = _rules(rules, group.tier), _colder(group.tier)
-    eligible = [i for i in group.items if _movable(i, dst, rules)]
-    chosen: dict[str, str] = {}
-    for item in eligible:
-        if _expired(item, now):
-            continue  # the expire job deletes it; only capacity eviction moves it
-        if tr.idle is not None and now - item.last_accessed_at >= tr.idle:
-            idle = now - item.last_accessed_at
-            chosen[item.id] = f"idle {human(idle)} >= {human(tr.idle)}"
-        elif tr.age is not None and now - item.inserted_at >= tr.age:
-            chosen[item.id] = (
-                f"in {group.tier} for {human(now - item.inserted_at)} >= {human(tr.age)}"
-            )
+    cols = StatsColumns.of(group.items)
+    eligible = _eligible(cols, _below_pin(dst, rules))
+    chosen = _by_rule(cols, eligible, tr, group.tier, now)
     notes: list[str] = []
-    extra_items, extra_bytes, over = _overflow(group, tr, chosen, fill)
+    extra_items, extra_bytes, over = _overflow(cols, tr, chosen, fill)
     if over:
         where = f"{group.namespace}/{group.kind} in {group.tier}"
         if tr.on_full == "evict":
-            pool = [i for i in eligible if i.id not in chosen]
+            pool = [cols[i] for i in eligible if cols.id[i] not in chosen]
             chosen.update(_evict(pool, tr.evict, now, (extra_items, extra_bytes), over))
         else:
             notes.append(f"{where} is over capacity ({over}); on_full={tr.on_full}: not evicting")
-    actions = [
-        Action(
-            id=id_, namespace=group.namespace, action="move", src=group.tier, dst=dst, reason=why
-        )
-        for id_, why in chosen.items()
-    ]
+    ns, src = group.namespace, group.tier
+    actions = [_action(id_, ns, "move", src, dst, why) for id_, why in chosen.items()]
     return actions, notes
 
 
+def _eligible(cols: StatsColumns, below_pin: bool) -> list[int]:
+    """Positions of the items a rule may move colder (`_movable`, column-wise)."""
+    if below_pin:
+        return [i for i, pinned in enumerate(cols.pinned) if not pinned]
+    flags = zip(cols.pinned, cols.superseded, strict=True)
+    return [i for i, (pinned, sup) in enumerate(flags) if not pinned and sup]
+
+
+def _by_rule(
+    cols: StatsColumns, eligible: list[int], tr: TierRules, tier: TierName, now: datetime
+) -> dict[str, str]:
+    """id -> reason of the eligible items that are idle, else aged (expired ones are
+    left to the expire job; only capacity eviction moves them)."""
+    idle_cut, age_cut = _cut(now, tr.idle), _cut(now, tr.age)
+    if idle_cut is None and age_cut is None:
+        return {}
+    ids, last, inserted, expires = cols.id, cols.last_accessed_at, cols.inserted_at, cols.expires_at
+    idle_limit = human(tr.idle) if tr.idle is not None else ""
+    age_limit = human(tr.age) if tr.age is not None else ""
+    idle_why = _Reasons(lambda d: f"idle {human(d)} >= {idle_limit}")
+    age_why = _Reasons(lambda d: f"in {tier} for {human(d)} >= {age_limit}")
+    chosen: dict[str, str] = {}
+    for i in eligible:
+        exp = expires[i]
+        if exp is not None and exp <= now:
+            continue
+        # `now - t >= limit` as `t <= now - limit`: one comparison, no timedelta per item
+        if idle_cut is not None and last[i] <= idle_cut:
+            chosen[ids[i]] = idle_why(now - last[i])
+        elif age_cut is not None and inserted[i] <= age_cut:
+            chosen[ids[i]] = age_why(now - inserted[i])
+    return chosen
+
+
+def _cut(now: datetime, limit: timedelta | None) -> datetime | None:
+    """`now - limit`, the latest time that is at least `limit` ago; None when there is
+    no rule, or when that reaches before year 1 (no stored time is that old)."""
+    if limit is None:
+        return None
+    try:
+        return now - limit
+    except OverflowError:
+        return None
+
+
+class _Reasons:
+    """A reason per whole second of a duration, memoised: items moved together
+    share a few distinct durations, and `human` formats each once."""
+
+    def __init__(self, make: Callable[[timedelta], str]) -> None:
+        self.make = make
+        self.memo: dict[int, str] = {}
+
+    def __call__(self, delta: timedelta) -> str:
+        secs = delta.days * 86_400 + delta.seconds  # = int(total_seconds()) for delta >= 0
+        why = self.memo.get(secs)
+        if why is None:
+            why = self.memo[secs] = self.make(timedelta(seconds=secs))
+        return why
+
+
 def _overflow(
-    group: Group, tr: TierRules, chosen: dict[str, str], fill: float
+    cols: StatsColumns, tr: TierRules, chosen: dict[str, str], fill: float
 ) -> tuple[int, int, str]:
     """Items and bytes to free once `chosen` leave, and a description ('' if within capacity)."""
-    left = [i for i in group.items if i.id not in chosen]
-    size = sum(i.size for i in left)
+    if tr.capacity is None and tr.max_bytes is None:
+        return 0, 0, ""
+    left = [i for i, id_ in enumerate(cols.id) if id_ not in chosen]
+    size = sum(cols.size[i] for i in left)
     parts, extra_items, extra_bytes = [], 0, 0
     if tr.capacity is not None and len(left) > tr.capacity:
         parts.append(f"{len(left)}/{tr.capacity} items")

@@ -8,7 +8,7 @@ L2/L3.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from tiermem import schema as sch
 from tiermem.access import HitLog
 from tiermem.ids import from_us
 from tiermem.lifecycle.planners import Group
-from tiermem.lifecycle.stats import ItemStats
+from tiermem.lifecycle.stats import ItemStats, StatsColumns
 from tiermem.model import TierName
 from tiermem.tiers import hot_codec as codec
 from tiermem.tiers.cold import ColdTier
@@ -41,51 +41,73 @@ def _columns(table: pa.Table) -> tuple[dict[str, list[Any]], list[int]]:
     return cols, size.to_pylist()
 
 
-def _items(
+def _hit_times(ids: list[str], hits: dict[str, list[int]]) -> list[tuple[datetime, ...]]:
+    """Each id's recent hits (µs) as datetimes; most ids have none."""
+    if not hits:
+        return [()] * len(ids)
+    return [tuple(from_us(t) for t in h) if (h := hits.get(i)) else () for i in ids]
+
+
+def _stats(
     tier: TierName,
     cols: dict[str, list[Any]],
     sizes: list[int],
     dim: int,
     hits: dict[str, list[int]],
     passes: Passes | None = None,
-) -> Iterator[ItemStats]:
-    passes = passes or {}
-    # one zip over the columns, not a dict lookup and an index per field and item
-    names = ("id", "namespace", "kind", "created_at", "tiered_at", "last_accessed_at")
-    more = ("access_count", "importance", "expires_at", "pinned", "superseded_by")
-    rows = zip(*(cols[n] for n in (*names, *more)), sizes, strict=True)
-    for id_, ns, kind, created, tiered, last, count, imp, exp, pinned, sup, extra in rows:
-        recent = hits.get(id_)
-        yield ItemStats(
-            id=id_,
-            namespace=ns,
-            kind=kind,
-            created_at=created,
-            inserted_at=tiered,
-            last_accessed_at=last,
-            access_count=count,
-            recent_hits=tuple(from_us(t) for t in recent) if recent else (),
-            importance=imp,
-            expires_at=exp,
-            pinned=pinned,
-            size=int(extra) + 4 * dim,
-            superseded=sup is not None,
-            passed_at=passes.get((tier, ns, kind)),
-        )
+) -> StatsColumns:
+    """The rows (LIGHT columns, text + metadata bytes) as `StatsColumns`, in order."""
+    ids, nss, kinds = cols["id"], cols["namespace"], cols["kind"]
+    passed: list[datetime | None] = (
+        [passes.get((tier, ns, kind)) for ns, kind in zip(nss, kinds, strict=True)]
+        if passes
+        else [None] * len(ids)
+    )
+    return StatsColumns(
+        id=ids,
+        namespace=nss,
+        kind=kinds,
+        created_at=cols["created_at"],
+        inserted_at=cols["tiered_at"],
+        last_accessed_at=cols["last_accessed_at"],
+        access_count=cols["access_count"],
+        recent_hits=_hit_times(ids, hits),
+        importance=cols["importance"],
+        expires_at=cols["expires_at"],
+        pinned=cols["pinned"],
+        size=[int(extra) + 4 * dim for extra in sizes],
+        superseded=[sup is not None for sup in cols["superseded_by"]],
+        passed_at=passed,
+    )
 
 
-def _table_items(
-    tier: TierName, table: pa.Table, dim: int, hits: dict[str, list[int]], passes: Passes | None
-) -> Iterator[ItemStats]:
-    cols, sizes = _columns(table)
-    return _items(tier, cols, sizes, dim, hits, passes)
+def _grouped(tier: TierName, stats: StatsColumns) -> list[Group]:
+    """One `Group` per (namespace, kind), sorted; rows keep their order within one."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(stats.namespace, stats.kind, strict=True)):
+        rows.setdefault(key, []).append(i)
+    if len(rows) == 1:  # the usual case for one namespace: no copy
+        ((ns, kind),) = rows
+        return [Group(tier, ns, kind, stats)]
+    return [Group(tier, ns, kind, stats.take(at)) for (ns, kind), at in sorted(rows.items())]
 
 
-def _grouped(tier: TierName, items: Iterable[ItemStats]) -> list[Group]:
-    by_key: dict[tuple[str, str], list[ItemStats]] = {}
-    for item in items:
-        by_key.setdefault((item.namespace, item.kind), []).append(item)
-    return [Group(tier, ns, kind, tuple(v)) for (ns, kind), v in sorted(by_key.items())]
+def _table_stats(
+    tier: TierName,
+    tables: Iterable[pa.Table],
+    dim: int,
+    hits: HitLog,
+    passes: Passes | None,
+) -> StatsColumns:
+    """Stats of the rows of Arrow `tables`, with recent hits from `hits`."""
+    cols: dict[str, list[Any]] = {c: [] for c in LIGHT}
+    sizes: list[int] = []
+    for table in tables:
+        part, part_sizes = _columns(table)
+        for name, values in part.items():
+            cols[name] += values
+        sizes += part_sizes
+    return _stats(tier, cols, sizes, dim, hits.get(cols["id"]), passes)
 
 
 def hot_groups(
@@ -93,9 +115,9 @@ def hot_groups(
 ) -> list[Group]:
     """L1 groups from the light fields and recent hits in Redis (no text, no vectors)."""
     out: list[Group] = []
-    for ns in sorted(namespaces if namespaces is not None else l1.namespaces()):
-        cols, sizes, hits = l1.light(ns)
-        out += _grouped("l1", _items("l1", cols, sizes, dim, hits, passes))
+    nss = sorted(namespaces if namespaces is not None else l1.namespaces())
+    for _, cols, sizes, hits in l1.lights(nss):
+        out += _grouped("l1", _stats("l1", cols, sizes, dim, hits, passes))
     return out
 
 
@@ -103,11 +125,7 @@ def warm_groups(l2: WarmTier, dim: int, hits: HitLog, passes: Passes | None = No
     """L2 groups, with recent hits from the writer's HitLog."""
     out: list[Group] = []
     for ns in sorted(l2.namespaces()):
-        tables = list(l2.scan(ns))
-        ids = [i for t in tables for i in t["id"].to_pylist()]
-        recent = hits.get(ids)
-        items = (s for t in tables for s in _table_items("l2", t, dim, recent, passes))
-        out += _grouped("l2", items)
+        out += _grouped("l2", _table_stats("l2", l2.scan(ns), dim, hits, passes))
     return out
 
 
@@ -116,8 +134,7 @@ def cold_groups(l3: ColdTier, dim: int, hits: HitLog) -> list[Group]:
     table = l3.columns([*LIGHT, "text", "metadata"])
     if table is None:
         return []
-    ids = table["id"].to_pylist()
-    return _grouped("l3", _table_items("l3", table, dim, hits.get(ids), None))
+    return _grouped("l3", _table_stats("l3", [table], dim, hits, None))
 
 
 def promote_candidates(
@@ -133,9 +150,7 @@ def promote_candidates(
         todo = [i for i in ids if i not in found]
         if not todo:
             break
-        table = tier.get(todo)
-        recent = hits.get(table["id"].to_pylist())
-        for item in _table_items(name, table, dim, recent, None):
+        for item in _table_stats(name, [tier.get(todo)], dim, hits, None):
             out.append((name, item))
             found.add(item.id)
     return out

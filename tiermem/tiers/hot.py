@@ -22,7 +22,7 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -42,8 +42,12 @@ BATCH = 1000  # records per MULTI/EXEC or pipelined read
 UNINDEX_COMMANDS = len(KINDS) + 4  # commands `_unindex` queues per namespace
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
 
+Light = tuple[str, dict[str, list[Any]], list[int], dict[str, list[int]]]
+"""A namespace, its LIGHT columns, text + metadata bytes, id -> recent hits (`light`)."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -83,6 +87,29 @@ def _strs(reply: Any) -> list[str]:
 def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(seq), BATCH):
         yield seq[i : i + BATCH]
+
+
+class Later(Generic[T]):
+    """Redis work already sent (`resp.Pending`s), finished by `wait`: `finish` of
+    each pending's replies. `cancel` gives up on whatever was not read."""
+
+    def __init__(
+        self, url: str, pending: list[resp.Pending], finish: Callable[[list[list[Any]]], T]
+    ) -> None:
+        self.url = url
+        self.pending = pending
+        self.finish = finish
+
+    def wait(self) -> T:
+        try:
+            with redis_errors(self.url):
+                return self.finish([p.wait() for p in self.pending])
+        finally:
+            self.cancel()  # after a failure, the rest of the replies are not wanted
+
+    def cancel(self) -> None:
+        for p in self.pending:
+            p.cancel()
 
 
 class HotTier:
@@ -175,6 +202,13 @@ class HotTier:
     def _delete_at(self, found: dict[str, str]) -> int:
         """Remove id -> namespace records and their index and directory entries in one
         MULTI/EXEC, bumping each namespace's version; returns records removed."""
+        commands, by_ns = self._delete_commands(found)
+        if not commands:
+            return 0
+        return self._deleted(by_ns, resp.transaction(self.client, commands))
+
+    def _delete_commands(self, found: dict[str, str]) -> tuple[list[resp.Command], list[str]]:
+        """The commands of `_delete_at`, and the namespaces they touch."""
         by_ns: dict[str, list[str]] = {}
         for id_, ns in found.items():
             by_ns.setdefault(ns, []).append(id_)
@@ -182,12 +216,35 @@ class HotTier:
         for ns, members in by_ns.items():
             commands.append(("DEL", *(self.keys.record(ns, i) for i in members)))
             commands += self._unindex(ns, members)
-        if not commands:
-            return 0
-        # each namespace queued 1 + UNINDEX_COMMANDS, the first its DEL (count removed)
-        removed = sum(resp.transaction(self.client, commands)[:: 1 + UNINDEX_COMMANDS])
-        self._search.changed(by_ns)
-        return int(removed)
+        return commands, list(by_ns)
+
+    def _deleted(self, namespaces: list[str], replies: list[Any]) -> int:
+        """Records removed, from a delete transaction's EXEC replies (each namespace
+        queued 1 + UNINDEX_COMMANDS, the first its DEL); invalidates the caches."""
+        self._search.changed(namespaces)
+        return int(sum(replies[:: 1 + UNINDEX_COMMANDS]))
+
+    def delete_later(self, ids: Sequence[str], namespaces: Sequence[str]) -> Later[int]:
+        """`delete(ids, namespaces)`, sent now (a MULTI/EXEC per `BATCH` ids); `wait`
+        for the count removed. Until then Redis deletes while the caller works."""
+        where = list(dict(zip(ids, namespaces, strict=True)).items())
+        sent: list[tuple[resp.Pending, list[str]]] = []
+        try:
+            for start in range(0, len(where), BATCH):
+                commands, nss = self._delete_commands(dict(where[start : start + BATCH]))
+                packed = resp.pack_transaction(commands)
+                with redis_errors(self.url):
+                    sent.append((resp.Pending(self.client, packed, len(commands) + 2), nss))
+        except BaseException:
+            for p, _ in sent:
+                p.cancel()
+            raise
+
+        def removed(replies: list[list[Any]]) -> int:
+            done = zip(sent, replies, strict=True)
+            return sum(self._deleted(nss, resp.executed(r)) for (_, nss), r in done)
+
+        return Later(self.url, [p for p, _ in sent], removed)
 
     def _unindex(self, ns: str, members: Sequence[str]) -> list[resp.Command]:
         """Commands removing `members` from ns's indexes and the directory."""
@@ -259,29 +316,49 @@ class HotTier:
         rows: list[list[bytes | None]] = []
         for start in range(0, len(pairs), BATCH):
             chunk = pairs[start : start + BATCH]
-            commands = [codec.fetch_command(self.keys.record(ns, id_)) for id_, ns in chunk]
-            rows.extend(resp.pipeline(self.client, commands))
+            packed = codec.fetch_packed([self.keys.record(ns, id_) for id_, ns in chunk])
+            rows.extend(resp.pipeline_packed(self.client, packed, len(chunk)))
         return codec.decode_rows(self.dim, rows)
 
-    @_guarded
     def light(self, namespace: str) -> tuple[dict[str, list[Any]], list[int], dict[str, list[int]]]:
         """The lifecycle's view of every record of `namespace`: no text, no vector.
 
         (LIGHT columns, text + metadata bytes, id -> recent hits): see
         `hot_codec.decode_light`. One script call per `BATCH` records.
         """
-        cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
-        sizes: list[int] = []
-        hits: dict[str, list[int]] = {}
-        for chunk in _chunks(self.ids(namespace)):
-            keys = [self.keys.record(namespace, i) for i in chunk]
-            reply = resp.scripts(self.client, self._light, [(keys, codec.LIGHT_FIELDS)])[0]
-            part, part_sizes, part_hits = codec.decode_light(reply)
-            for name, values in part.items():
-                cols[name] += values
-            sizes += part_sizes
-            hits.update(part_hits)
-        return cols, sizes, hits
+        return next(self.lights([namespace]))[1:]
+
+    def lights(self, namespaces: Sequence[str]) -> Iterator[Light]:
+        """`light` of each namespace, as (namespace, *light), in order.
+
+        The script calls of all namespaces are streamed (`resp.stream`): Redis
+        reads the next records while the caller plans over these.
+        """
+        with redis_errors(self.url):
+            ids = self._ids_of(namespaces)
+            calls = [
+                ([self.keys.record(ns, i) for i in chunk], codec.LIGHT_FIELDS)
+                for ns in namespaces
+                for chunk in _chunks(ids[ns])
+            ]
+            replies = resp.stream(self.client, self._light, calls)
+            for ns in namespaces:
+                cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
+                sizes: list[int] = []
+                hits: dict[str, list[int]] = {}
+                for _ in _chunks(ids[ns]):
+                    part, part_sizes, part_hits = codec.decode_light(next(replies))
+                    for name, values in part.items():
+                        cols[name] += values
+                    sizes += part_sizes
+                    hits.update(part_hits)
+                yield ns, cols, sizes, hits
+
+    def _ids_of(self, namespaces: Sequence[str]) -> dict[str, list[str]]:
+        """Every id of each namespace (`ids`), in one round trip."""
+        commands = [("ZRANGE", self.keys.recency(ns), 0, -1) for ns in namespaces]
+        replies = resp.pipeline(self.client, commands)
+        return {ns: _strs(r) for ns, r in zip(namespaces, replies, strict=True)}
 
     @_guarded
     def locate(self, ids: Sequence[str]) -> dict[str, str]:
@@ -292,12 +369,45 @@ class HotTier:
         return out
 
     @_guarded
-    def get(self, ids: Sequence[str]) -> pa.Table:
-        """The rows of the ids held here, with current access stats."""
+    def get(self, ids: Sequence[str], namespaces: Sequence[str] | None = None) -> pa.Table:
+        """The rows of the ids held here, with current access stats.
+
+        `namespaces` (each id's, when the caller knows them: a planned move)
+        save the directory lookup, as in `touch`: an id not in its given
+        namespace is simply not found.
+        """
+        if namespaces is not None:
+            return self._fetch(list(dict(zip(ids, namespaces, strict=True)).items()))
         pairs: list[tuple[str, str]] = []
         for chunk in _chunks(list(dict.fromkeys(ids))):
             pairs.extend(self._locate(chunk).items())
         return self._fetch(pairs)
+
+    def fetch_later(
+        self, ids: Sequence[str], namespaces: Sequence[str] | None = None
+    ) -> Later[pa.Table]:
+        """`get(ids, namespaces)`, sent now; `wait` for the rows (until then Redis
+        reads while the caller works). Without `namespaces` the directory lookup
+        is made first, and waited for."""
+        with redis_errors(self.url):
+            if namespaces is None:
+                pairs = list(self.locate(ids).items())
+            else:
+                pairs = list(dict(zip(ids, namespaces, strict=True)).items())
+            sent: list[resp.Pending] = []
+            try:
+                for start in range(0, len(pairs), BATCH):
+                    keys = [self.keys.record(ns, id_) for id_, ns in pairs[start : start + BATCH]]
+                    sent.append(resp.Pending(self.client, codec.fetch_packed(keys), len(keys)))
+            except BaseException:
+                for p in sent:
+                    p.cancel()
+                raise
+        return Later(
+            self.url,
+            sent,
+            lambda replies: codec.decode_rows(self.dim, [r for part in replies for r in part]),
+        )
 
     @_guarded
     def named(self, namespace: str, kind: str, name: str) -> list[str]:

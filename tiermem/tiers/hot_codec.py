@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from tiermem import schema as sch
 from tiermem.ids import from_us
+from tiermem.tiers import resp
 
 _TS_COLS = ("created_at", "updated_at", "last_accessed_at", "expires_at", "tiered_at")
 _JSON_COLS = ("source_ids",)
@@ -120,6 +121,14 @@ def fetch_command(key: str) -> tuple[str, ...]:
     order, so a batch decodes column by column without a dict per record.
     """
     return ("HMGET", key, *sch.COLUMNS)
+
+
+_FIELDS = tuple(name.encode() for name in sch.COLUMNS)
+
+
+def fetch_packed(keys: Sequence[str]) -> bytes:
+    """`fetch_command` of every key, packed in RESP (the fields packed once)."""
+    return resp.pack_many(b"HMGET", keys, _FIELDS)
 
 
 def decode_rows(dim: int, replies: Sequence[Sequence[bytes | None]]) -> pa.Table:
