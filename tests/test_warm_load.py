@@ -44,27 +44,6 @@ def test_vector_index_appends_blocks_in_order() -> None:
     assert vec.n == vec.n_live == 74
 
 
-def test_split_exact_search_equals_one_thread() -> None:
-    """Two-thread scoring (`l2.exact_split`) ranks exactly as one thread, over all
-    rows and over a gathered subset, odd sizes and dead rows included."""
-    rng = np.random.default_rng(2)
-    vec = VectorIndex(HnswParams(DIM))
-    vec.append([rng.standard_normal((1001, DIM)).astype(np.float32)])
-    vec.kill(np.arange(0, 1001, 7))
-    q = rng.standard_normal(DIM).astype(np.float32)
-    q /= np.linalg.norm(q)
-    for rows in (np.arange(1001), np.flatnonzero(vec.live)):
-        for m in (1, 10, len(rows)):
-            want = vec.exact(q, rows, m)
-            got = vec.exact(q, rows, m, split=100)
-            np.testing.assert_array_equal(got[0], want[0])
-            np.testing.assert_array_equal(got[1], want[1])
-    assert (
-        vec.exact(q, np.arange(5), 5, split=3)[0].tolist()
-        == vec.exact(q, np.arange(5), 5)[0].tolist()
-    )
-
-
 def test_multi_chunk_segments_and_puts_round_trip(tmp_path: Path) -> None:
     """A put of several chunks, and a segment file of several record batches,
     come back exactly (vectors bit for bit), before and after a reopen."""

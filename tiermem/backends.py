@@ -94,7 +94,6 @@ def open_backends(path: Path, cfg: Config, fmt: StoreFormat, read_only: bool) ->
             path / "l2",
             dim,
             exact_threshold=cfg.l2.exact_threshold,
-            exact_split=cfg.l2.exact_split,
             connectivity=cfg.l2.connectivity,
             expansion_add=cfg.l2.expansion_add,
             expansion_search=cfg.l2.expansion_search,

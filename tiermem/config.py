@@ -56,9 +56,6 @@ class L2Config(_Section):
     # under ~1 ms up to 15k (benchmarks/core.py, crossover.py); 20k keeps
     # recall 1.0 for typical tenants and index builds off the hot path.
     exact_threshold: int = Field(20_000, ge=0)
-    # An exact search over this many rows or more scores on two threads (0: never):
-    # it is memory-bound, and a second core adds bandwidth (benchmarks/results/perf-log.md).
-    exact_split: int = Field(8_000, ge=0)
     connectivity: int = Field(16, ge=2)
     expansion_add: int = Field(128, ge=1)
     expansion_search: int = Field(64, ge=1)

@@ -83,7 +83,6 @@ class WarmTier:
         dim: int,
         *,
         exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
-        exact_split: int = 0,
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 64,
@@ -93,7 +92,6 @@ class WarmTier:
         self.root = Path(root)
         self.dim = dim
         self.exact_threshold = exact_threshold
-        self.exact_split = exact_split  # rows from which an exact search uses two threads
         self.read_only = read_only
         self.params = HnswParams(dim, connectivity, expansion_add, expansion_search, dtype)
         self.schema = schema(dim)
@@ -332,7 +330,7 @@ class WarmTier:
             raise ValidationError(f"must have {self.dim} dimensions", field="vector")
         before = ns.vec.ann is not None
         with io_errors("search", ns.path):
-            rows, scores = ns.search(q, k, flt, self.exact_threshold, self.exact_split)
+            rows, scores = ns.search(q, k, flt, self.exact_threshold)
         self.index_builds += int(ns.vec.ann is not None and not before)
         return ns, rows, scores
 

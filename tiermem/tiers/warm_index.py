@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,19 +49,6 @@ class HnswParams:
             expansion_add=self.expansion_add,
             expansion_search=self.expansion_search,
         )
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The one helper thread of split exact searches (numpy releases the GIL)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(1, thread_name_prefix="tiermem-exact")
-        return _POOL
 
 
 def normalise(vec: np.ndarray) -> np.ndarray:
@@ -163,38 +148,18 @@ class VectorIndex:
         if self.ann is not None and len(rows):
             self.ann.remove(rows.astype(np.uint64))
 
-    def exact(
-        self, q: np.ndarray, rows: np.ndarray, m: int, split: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The best `m` of `rows` for unit query `q`: (rows, scores), best first.
-        From `split` rows on (0: never), the scoring runs on two threads."""
+    def exact(self, q: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best `m` of `rows` for unit query `q`: (rows, scores), best first."""
         # all rows: one matmul over the contiguous prefix, no gather copy
         if len(rows) == self.n:
-            scores = self._cosine(self._dots(q, slice(0, self.n), split), slice(0, self.n))
+            scores = self._cosine(self._mat[: self.n] @ q, slice(0, self.n))
         else:
-            scores = self._cosine(self._dots(q, rows, split), rows)
+            scores = self._cosine(self._mat[rows] @ q, rows)
         if m < len(rows):
             top = np.argpartition(-scores, m - 1)[:m]
             rows, scores = rows[top], scores[top]
         order = np.argsort(-scores, kind="stable")
         return rows[order], scores[order]
-
-    def _dots(self, q: np.ndarray, rows: np.ndarray | slice, split: int) -> np.ndarray:
-        """Dot products of `rows` with `q`. A large namespace's matrix does not fit
-        in cache, so scoring it is memory-bound: a second thread streams the other
-        half (15k x 384 rows: ~1.8 -> ~1.1 ms on this 2-core host, busy or not;
-        below ~5k rows the hand-off costs more than it saves)."""
-        n = len(range(self.n)[rows]) if isinstance(rows, slice) else len(rows)
-        if not split or n < split:
-            out: np.ndarray = self._mat[rows] @ q
-            return out
-        mat, half = self._mat, n // 2
-        if isinstance(rows, slice):
-            lo, hi = mat[:half], mat[half:n]
-        else:
-            lo, hi = mat[rows[:half]], mat[rows[half:]]
-        other = _pool().submit(np.matmul, hi, q)
-        return np.concatenate([lo @ q, other.result()])
 
     def search_ann(self, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-`count` live rows, rescored exactly: (rows, scores), best first."""

@@ -314,7 +314,7 @@ class Namespace:
     # -- search -----------------------------------------------------------
 
     def search(
-        self, q: np.ndarray, k: int, flt: Filter, threshold: int, split: int = 0
+        self, q: np.ndarray, k: int, flt: Filter, threshold: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the top-k live rows passing `flt`, best first.
 
@@ -339,7 +339,7 @@ class Namespace:
                 return rows, scores
         # Small (or heavily filtered) sets, and ANN shortfalls: exact over what passes.
         cand = np.flatnonzero(base)
-        rows, scores = self.vec.exact(q, cand, len(cand) if flt.where else k, split)
+        rows, scores = self.vec.exact(q, cand, len(cand) if flt.where else k)
         return self._where(rows, scores, k, flt)
 
     def _plain_mask(self, flt: Filter) -> np.ndarray:
