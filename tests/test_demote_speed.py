@@ -16,8 +16,10 @@ import redis
 
 from tests.tables import by_id, make_table
 from tiermem.errors import TierMemError
-from tiermem.events import _ENCODE, _line, _lines
-from tiermem.lifecycle import planners
+from tiermem.events import _ENCODE, EventLog, _line, _lines
+from tiermem.lifecycle import planned, planners
+from tiermem.lifecycle.jobs import _batches
+from tiermem.lifecycle.planned import Moves, Planned
 from tiermem.lifecycle.planners import Group, human, plan_demote
 from tiermem.lifecycle.policy import Policy
 from tiermem.lifecycle.stats import ItemStats, StatsColumns
@@ -149,7 +151,7 @@ def test_stats_columns_are_a_sequence_of_item_stats() -> None:
 
 def test_planned_actions_are_the_actions_validation_builds() -> None:
     for dst in ("l2", None):
-        fast = planners._action("i", "ns ✓", "move", "l1", dst, "idle 2h >= 1h")  # type: ignore[arg-type]
+        fast = planned.action("i", "ns ✓", "move", "l1", dst, "idle 2h >= 1h")  # type: ignore[arg-type]
         slow = Action(
             id="i", namespace="ns ✓", action="move", src="l1", dst=dst, reason="idle 2h >= 1h"
         )  # type: ignore[arg-type]
@@ -157,6 +159,53 @@ def test_planned_actions_are_the_actions_validation_builds() -> None:
         assert fast.model_dump() == slow.model_dump()
         assert fast.model_fields_set == slow.model_fields_set
         assert repr(fast) == repr(slow)
+
+
+def _planned() -> Planned:
+    def moves(ns: str, dst: str, n: int) -> Moves:
+        ids = [f"{ns}-{dst}-{i}" for i in range(n)]
+        return Moves(ns, "l1", dst, ids, [f"why {i % 3}" for i in range(n)])  # type: ignore[arg-type]
+
+    return Planned(
+        [moves("b", "l2", 5), moves("a", "l3", 3), moves("a", "l2", 4), moves("b", "l2", 2)]
+    )
+
+
+def test_planned_moves_are_a_sequence_of_actions() -> None:
+    p = _planned()
+    flat = list(p)
+    assert len(p) == len(flat) == 14
+    assert flat[0] == Action(
+        id="b-l2-0", namespace="b", action="move", src="l1", dst="l2", reason="why 0"
+    )
+    assert [p[i] for i in range(-14, 14)] == flat + flat
+    assert p[3:9:2] == flat[3:9:2]
+    assert p.parts[1][1:] == flat[6:8]
+    assert p.ids() == [a.id for a in flat]
+    assert p.namespaces() == [a.namespace for a in flat]
+    assert list(p.action_rows()) == [tuple(a.__dict__.values()) for a in flat]
+    with pytest.raises(IndexError):
+        p[14]
+    assert len(Planned([])) == 0 and list(Planned([])) == []
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 100])
+def test_planned_batches_are_the_batches_of_their_actions(size: int) -> None:
+    p = _planned()
+    sizes = {"l2": size, "l3": size + 1}
+    want = _batches(list(p), sizes.__getitem__)
+    got = _batches(p, sizes.__getitem__)
+    assert [list(b) for b in got] == want
+    assert all(isinstance(b, Planned) for b in got)
+
+
+def test_planned_moves_log_the_events_their_actions_would(tmp_path: Path) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    a, b = EventLog(tmp_path / "a"), EventLog(tmp_path / "b")
+    a.append("r", "demote", at, _planned())
+    b.append("r", "demote", at, list(_planned()))
+    assert a.path.read_text() == b.path.read_text()
+    assert len(list(a.read())) == 14
 
 
 # -- event lines ----------------------------------------------------------------

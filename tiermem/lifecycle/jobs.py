@@ -22,6 +22,7 @@ from tiermem.backends import Backends
 from tiermem.errors import TierMemError, ValidationError
 from tiermem.events import EventLog
 from tiermem.lifecycle import planners, snapshot
+from tiermem.lifecycle.planned import Planned, ids_of, namespaces_of
 from tiermem.lifecycle.policy import Policy
 from tiermem.model import KINDS, TIERS, Action, JobReport, Plan, TierName
 from tiermem.moves import Mover
@@ -57,8 +58,8 @@ class Lifecycle:
         """What `job` would do at `now`; changes nothing."""
         b, dim = self.backends, self.dim
         if job == "demote":
-            actions, notes = planners.plan_demote(self._demote_groups(), self.policy, now)
-            return Plan(job=job, now=now, actions=actions, notes=notes)
+            planned, notes = self._planned(job, now)
+            return Plan(job=job, now=now, actions=list(planned), notes=notes)
         if job == "promote":
             cands = snapshot.promote_candidates(b.l2, b.l3, dim, self.hits, now)
             return Plan(job=job, now=now, actions=planners.plan_promote(cands, self.policy, now))
@@ -76,6 +77,14 @@ class Lifecycle:
             return Plan(job=job, now=now, actions=cons.actions, notes=cons.notes)
         raise ValidationError(f"unknown job {job!r}; use one of {', '.join(JOBS)}", field="job")
 
+    def _planned(self, job: str, now: datetime) -> tuple[Sequence[Action], list[str]]:
+        """`plan(job)`'s actions and notes; a demote's as columns (`planned.Planned`:
+        no `Action` per memory unless one is asked for)."""
+        if job == "demote":
+            return planners.plan_demote_moves(self._demote_groups(), self.policy, now)
+        plan = self.plan(job, now)
+        return plan.actions, plan.notes
+
     def run(self, job: str, now: datetime, progress: Progress | None = None) -> JobReport:
         """Plan `job`, apply the plan in batches, and report."""
         started = time.perf_counter()
@@ -87,18 +96,18 @@ class Lifecycle:
             report = worker.run(cons, now)
             report.seconds = time.perf_counter() - started
             return report
-        plan = self.plan(job, now)
+        actions, notes = self._planned(job, now)
         if job == "checkpoint":
             self.checkpoint()
         elif job == "compact":
             self._compact()
-        report = self.apply(job, plan.actions, now, progress)
+        report = self.apply(job, actions, now, progress)
         if job == "demote":
             for tier in ("l1", "l2"):
                 for ns in self.backends.tiers[tier].namespaces():
                     for kind in KINDS:
                         self.passes[(tier, ns, kind)] = now
-        report.notes = plan.notes
+        report.notes = notes
         report.seconds = time.perf_counter() - started
         return report
 
@@ -136,10 +145,10 @@ class Lifecycle:
 
     def _apply(self, batch: Sequence[Action], report: JobReport) -> None:
         first = batch[0]
-        ids = [a.id for a in batch]
+        ids = ids_of(batch)
         if first.action == "move":
             assert first.dst is not None
-            nss = [a.namespace for a in batch]  # spares L1 its directory lookups
+            nss = namespaces_of(batch)  # spares L1 its directory lookups
             report.moved += self.mover.move(first.src, first.dst, ids, nss)
             if TIERS.index(first.dst) < TIERS.index(first.src):
                 # a promotion spends the hits that earned it: the next tier up
@@ -167,9 +176,13 @@ _MAINTENANCE = {
 }
 
 
-def _batches(actions: Sequence[Action], size_for: Callable[[TierName], int]) -> list[list[Action]]:
+def _batches(
+    actions: Sequence[Action], size_for: Callable[[TierName], int]
+) -> Sequence[Sequence[Action]]:
     """Runs of the same (action, src, dst), cut to the mover's batch size for dst;
     namespaces kept together (a destination writes one file per namespace per batch)."""
+    if isinstance(actions, Planned):
+        return actions.batches(size_for)
     out: list[list[Action]] = []
     ordered = sorted(actions, key=lambda a: (a.action, a.src, a.dst or "", a.namespace))
     for (_, src, dst), run in groupby(ordered, key=lambda a: (a.action, a.src, a.dst)):

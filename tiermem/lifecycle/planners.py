@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tiermem.lifecycle import selectors
+from tiermem.lifecycle.planned import Moves, Planned
 from tiermem.lifecycle.policy import KindPolicy, Policy, TierRules
 from tiermem.lifecycle.stats import ItemStats, StatsColumns
-from tiermem.model import TIERS, Action, TierName, _instance
+from tiermem.model import TIERS, Action, TierName
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,6 @@ def _below_pin(dst: TierName, rules: KindPolicy) -> bool:
     return pin is None or TIERS.index(dst) <= TIERS.index(pin)
 
 
-_ACTION_FIELDS = frozenset(Action.model_fields)
-
-
-def _action(
-    id_: str, namespace: str, action: str, src: TierName, dst: TierName | None, reason: str
-) -> Action:
-    """An `Action` built without validation: equal to ``Action(...)`` of the same
-    (already valid: str ids and namespaces, tier names) values, at a fifth of the
-    cost; a large demote makes 100k."""
-    values = {"id": id_, "namespace": namespace, "action": action, "src": src, "dst": dst}
-    values["reason"] = reason
-    return _instance(Action, values, set(_ACTION_FIELDS))
-
-
 def _rules(rules: KindPolicy, tier: TierName) -> TierRules:
     return rules.l1 if tier == "l1" else rules.l2
 
@@ -94,11 +81,21 @@ def demote_group(
     """Demotions of one group, and notes (warnings) about it.
 
     Over capacity, victims are picked until the group is at `fill` of it.
+    """
+    moves, notes = demote_moves(group, policy, now, fill)
+    return list(moves), notes
+
+
+def demote_moves(
+    group: Group, policy: Policy, now: datetime, fill: float = 1.0
+) -> tuple[Moves, list[str]]:
+    """`demote_group`, its actions as columns (`Moves`).
+
     Rules are decided over the group's columns (`StatsColumns`); only an
     eviction's pool becomes `ItemStats` for the selectors.
     """
     if group.tier == "l3":
-        return [], []
+        return Moves(group.namespace, group.tier, group.tier, [], []), []
     rules = policy.for_kind(group.kind)
     tr, dst = _rules(rules, group.tier), _colder(group.tier)
     cols = StatsColumns.of(group.items)
@@ -113,9 +110,7 @@ def demote_group(
             chosen.update(_evict(pool, tr.evict, now, (extra_items, extra_bytes), over))
         else:
             notes.append(f"{where} is over capacity ({over}); on_full={tr.on_full}: not evicting")
-    ns, src = group.namespace, group.tier
-    actions = [_action(id_, ns, "move", src, dst, why) for id_, why in chosen.items()]
-    return actions, notes
+    return Moves(group.namespace, group.tier, dst, list(chosen), list(chosen.values())), notes
 
 
 def _eligible(cols: StatsColumns, below_pin: bool) -> list[int]:
@@ -218,13 +213,22 @@ def plan_demote(
     groups: Iterable[Group], policy: Policy, now: datetime
 ) -> tuple[list[Action], list[str]]:
     """Demotions across groups (see module doc)."""
-    actions: list[Action] = []
+    planned, notes = plan_demote_moves(groups, policy, now)
+    return list(planned), notes
+
+
+def plan_demote_moves(
+    groups: Iterable[Group], policy: Policy, now: datetime
+) -> tuple[Planned, list[str]]:
+    """`plan_demote`, its actions as columns (`Planned`)."""
+    parts: list[Moves] = []
     notes: list[str] = []
     for group in groups:
-        a, n = demote_group(group, policy, now)
-        actions += a
-        notes += n
-    return actions, notes
+        moves, more = demote_moves(group, policy, now)
+        if moves:
+            parts.append(moves)
+        notes += more
+    return Planned(parts), notes
 
 
 def plan_promote(
