@@ -173,17 +173,18 @@ LIGHT = (
     "importance", "expires_at", "pinned", "superseded_by",
 )  # fmt: skip
 """The fields a lifecycle plan reads of every record (`lifecycle.snapshot`)."""
-LIGHT_FIELDS = (*LIGHT, "hits")  # HMGET order; then HSTRLEN text, HSTRLEN metadata
+LIGHT_FIELDS = (*LIGHT, "hits", "text", "metadata")  # HMGET order; the last two as lengths
 
-# Per record key: HMGET ARGV (the light fields), then the text and metadata
-# lengths. One reply for a whole batch: ~3x fewer replies to parse than a
-# pipeline of the same commands. Missing fields come back as nil (Lua false).
+# Per record key: HMGET ARGV (the light fields, text and metadata), the last
+# two replaced by their lengths in bytes (one call per record: two HSTRLEN
+# calls cost Redis more than copying ~200 bytes into Lua). One reply for a
+# whole batch: ~3x fewer replies to parse than a pipeline of the same commands.
+# Missing fields come back as nil (Lua false); a missing text or metadata as 0.
 LIGHT_LUA = """
-local out = {}
+local n, out = #ARGV, {}
 for i, key in ipairs(KEYS) do
   local row = redis.call('HMGET', key, unpack(ARGV))
-  row[#row + 1] = redis.call('HSTRLEN', key, 'text')
-  row[#row + 1] = redis.call('HSTRLEN', key, 'metadata')
+  for j = n - 1, n do row[j] = row[j] and #row[j] or 0 end
   out[i] = row
 end
 return out
@@ -193,8 +194,8 @@ return out
 def decode_light(
     replies: Sequence[Any],
 ) -> tuple[dict[str, list[Any]], list[int], dict[str, list[int]]]:
-    """`LIGHT_LUA`'s reply: per record, `LIGHT_FIELDS`' values, then the text and
-    metadata lengths.
+    """`LIGHT_LUA`'s reply: per record, `LIGHT_FIELDS`' values (the last two, text
+    and metadata, as their lengths).
 
     Returns (the LIGHT columns as Python values, each record's text + metadata
     bytes, id -> recent hit times in µs). Records that vanished are skipped.
