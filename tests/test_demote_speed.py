@@ -382,3 +382,63 @@ def _copies(hot_tier: HotTier, l2: WarmTier, ids: Sequence[str]) -> dict[str, in
         for id_ in tier.get(ids).column("id").to_pylist():
             out[id_] = out.get(id_, 0) + 1
     return out
+
+
+def test_a_cut_move_runs_exactly_those_batches_and_says_when_each_is_done(
+    hot_tier: HotTier, tmp_path: Path
+) -> None:
+    t = _tables()
+    hot_tier.put(t)
+    l2 = WarmTier(tmp_path / "l2", t.schema.field("embedding").type.list_size)
+    ids, nss = t.column("id").to_pylist(), t.column("namespace").to_pylist()
+    mover, done = _mover(hot_tier, l2, tmp_path), []
+    each = lambda i, n: done.append((i, n, hot_tier.get(ids).num_rows))  # noqa: E731
+    gone = [*ids[:2], "nope", *ids[2:]]
+    assert mover.move("l1", "l2", gone, [*nss[:2], "a", *nss[2:]], cut=[3, 6, 3], each=each) == 11
+    # batch by batch, each reported once its rows left L1
+    assert done == [(0, 2, 9), (1, 6, 3), (2, 3, 0)]
+    back: list[tuple[int, int]] = []  # out of a tier other than L1: the same reports
+    assert mover.move("l2", "l1", ids, cut=[10, 1], each=lambda i, n: back.append((i, n))) == 11
+    assert back == [(0, 10), (1, 1)]
+    with pytest.raises(ValueError, match="distinct"):
+        mover.move("l1", "l2", [ids[0], ids[0]], cut=[1, 1])
+    with pytest.raises(ValueError, match="add up"):
+        mover.move("l1", "l2", ids, cut=[1])
+
+
+POLICY = "version: 1\nkinds:\n  episodic:\n    l1: {idle: 1h}\n"
+
+
+def test_a_failed_batch_of_a_demote_is_reported_and_the_others_move(
+    open_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_engine import FakeClock
+
+    (tmp_path / "p.yaml").write_text(POLICY)
+    clock = FakeClock()
+    mem = open_store(policy=str(tmp_path / "p.yaml"), clock=clock, overrides={"moves.batch": 4})
+    ids = mem.add_many([{"text": f"m {i}", "namespace": "a"} for i in range(14)]).ids
+    clock.advance(hours=2)
+    l2, real, puts = mem.backends.l2, mem.backends.l2.put, []
+
+    def put(rows: pa.Table) -> None:
+        puts.append(rows.num_rows)
+        if len(puts) == 2:
+            raise TierMemError("disk full")
+        real(rows)
+
+    monkeypatch.setattr(l2, "put", put)
+    seen: list[tuple[int, int]] = []
+    report = mem.lifecycle.run("demote", clock(), lambda d, t: seen.append((d, t)))
+    assert report.moved == 10 and report.errors == ["TierMemError: disk full"]
+    assert seen == [(4, 14), (8, 14), (12, 14), (14, 14)]  # the failed batch counts as ended
+    logged = [e["id"] for e in mem.events.read()]
+    assert len(logged) == 10 and len(set(logged)) == 10
+    tiers = {m.id: m.tier for m in mem.scan()}
+    assert sorted(tiers) == sorted(ids)
+    assert sorted(i for i, t in tiers.items() if t == "l2") == sorted(logged)
+    assert len(list((mem.path / "moves").glob("*.json"))) == 1  # the failed batch's
+    monkeypatch.setattr(l2, "put", real)
+    report = mem.run("demote")
+    assert report.moved == 4 and not report.errors
+    assert {m.tier for m in mem.scan()} == {"l2"}

@@ -43,7 +43,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,7 +57,26 @@ from tiermem.tiers.base import Tier
 from tiermem.tiers.hot import HotTier, Later
 
 Batch = tuple[Sequence[str], Sequence[str] | None]  # ids, and each one's namespace if known
-Deleting = tuple[Path, Later[int]]  # a batch's journal entry, and its delete under way
+Done = Callable[[int, int], None]  # (batch number, memories moved), as a batch finishes
+# a batch's number, rows moved, journal entry, and its delete from the source under way
+Deleting = tuple[int, int, Path, Later[int]]
+
+
+def _ignore(batch: int, moved: int) -> None:
+    """A `Done` that does nothing."""
+
+
+def _cut(ids: Sequence[str], namespaces: Sequence[str] | None, sizes: Sequence[int]) -> list[Batch]:
+    """`ids` (distinct) in consecutive batches of `sizes`."""
+    if sum(sizes) != len(ids) or len(set(ids)) != len(ids):
+        raise ValueError("cut: batch sizes must add up to the ids, and the ids be distinct")
+    out: list[Batch] = []
+    start = 0
+    for size in sizes:
+        nss = None if namespaces is None else namespaces[start : start + size]
+        out.append((ids[start : start + size], nss))
+        start += size
+    return out
 
 
 def winner(a: tuple[TierName, int], b: tuple[TierName, int]) -> tuple[TierName, int]:
@@ -128,14 +147,38 @@ class Mover:
         dst: TierName,
         ids: Sequence[str],
         namespaces: Sequence[str] | None = None,
+        *,
+        cut: Sequence[int] | None = None,
+        each: Done | None = None,
     ) -> int:
         """Move the ids held in `src` to `dst`; returns how many moved.
 
         `namespaces` (each id's, when the caller knows them: a plan does) spare
         L1 its directory lookups; an id not in its given namespace is not moved.
+        `cut` (batch sizes adding up to `len(ids)`, ids distinct) moves exactly
+        those consecutive batches, in order, instead of the mover's own; `each(i,
+        moved)` is called as batch i finishes (its source copy deleted). A job
+        passes both: it logs events per batch, as each is done.
         """
         if src == dst:
             return 0
+        if cut is None:
+            batches = self._batches(src, dst, ids, namespaces)
+        else:
+            batches = _cut(ids, namespaces, cut)
+        if isinstance(self.tiers[src], HotTier):
+            return self._move_from_hot(src, dst, batches, each or _ignore)
+        moved = 0
+        for i, (chunk, _) in enumerate(batches):
+            n = self._move_batch(src, dst, chunk)
+            (each or _ignore)(i, n)
+            moved += n
+        return moved
+
+    def _batches(
+        self, src: TierName, dst: TierName, ids: Sequence[str], namespaces: Sequence[str] | None
+    ) -> list[Batch]:
+        """`ids` (once each) in batches of `batch_for(dst)`, ordered by namespace."""
         size = self.batch_for(dst)
         where: Mapping[str, str] | None = None
         if namespaces is not None:
@@ -150,9 +193,7 @@ class Mover:
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             batches.append((chunk, None if where is None else [where[i] for i in chunk]))
-        if isinstance(self.tiers[src], HotTier):
-            return self._move_from_hot(src, dst, batches)
-        return sum(self._move_batch(src, dst, chunk) for chunk, _ in batches)
+        return batches
 
     def _move_batch(self, src: TierName, dst: TierName, ids: Sequence[str]) -> int:
         entry = self.journal.begin(src, dst, ids)
@@ -171,7 +212,7 @@ class Mover:
         at = pa.array([self.clock()] * rows.num_rows, schema.TS)
         return rows.set_column(rows.schema.get_field_index("tiered_at"), "tiered_at", at)
 
-    def _move_from_hot(self, src: TierName, dst: TierName, batches: list[Batch]) -> int:
+    def _move_from_hot(self, src: TierName, dst: TierName, batches: list[Batch], each: Done) -> int:
         """`_move_batch` of each batch out of L1, with Redis working alongside: the
         next batch's rows are read while this one is written to `dst`, and a
         batch's delete runs while the next one is written (module doc)."""
@@ -192,32 +233,36 @@ class Mover:
                     self.tiers[dst].put(self._stamped(rows))  # durable before the source goes
                     failpoint("move.copied")
                 done, deleting = deleting, None
-                self._deleted(done)  # Redis ran it while `dst` was written
+                self._deleted(done, each)  # Redis ran it while `dst` was written
                 if rows.num_rows:  # by the namespaces the rows were read from
                     nss = rows.column("namespace").to_pylist()
-                    deleting = (entry, tier.delete_later(rows.column("id").to_pylist(), nss))
+                    later = tier.delete_later(rows.column("id").to_pylist(), nss)
+                    deleting = (i, rows.num_rows, entry, later)
                 else:
                     entry.unlink()
+                    each(i, 0)
                 moved += rows.num_rows
             done, deleting = deleting, None
-            self._deleted(done)
+            self._deleted(done, each)
         except BaseException:
             if reads is not None:
                 reads.cancel()
             if deleting is not None:  # finished if it can be; else recovery resolves it
                 with contextlib.suppress(TierMemError):
-                    self._deleted(deleting)
+                    self._deleted(deleting, each)
             raise
         return moved
 
     @staticmethod
-    def _deleted(deleting: Deleting | None) -> None:
-        """Wait for a batch's delete from the source, then clear its journal entry."""
+    def _deleted(deleting: Deleting | None, each: Done) -> None:
+        """Wait for a batch's delete from the source, clear its journal entry, and
+        say the batch is done."""
         if deleting is not None:
-            entry, later = deleting
+            i, moved, entry, later = deleting
             later.wait()
             failpoint("move.deleted")
             entry.unlink()
+            each(i, moved)
 
     def recover(self) -> int:
         """Finish or undo interrupted moves; returns how many duplicates were removed."""

@@ -120,17 +120,17 @@ class Lifecycle:
         report = JobReport(job=job, run=run_id)
         fields = {"job": job, "run": run_id}  # correlation id: also in events and spans
         log.info("job %s run %s: %d actions", job, run_id, len(actions), extra=fields)
-        done = 0
-        for batch in _batches(actions, self.mover.batch_for):
-            try:
-                self._apply(batch, report)
-                self.events.append(run_id, job, now, batch)
-            except TierMemError as exc:
-                report.errors.append(f"{type(exc).__name__}: {exc}")
-                log.error("job %s run %s: batch failed: %s", job, run_id, exc, extra=fields)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(actions))
+        batches = _Batches(self.events, job, run_id, now, report, len(actions), progress)
+        for run in _runs(_batches(actions, self.mover.batch_for)):
+            if isinstance(actions, Planned) and run[0][0].action == "move":
+                self._apply_moves(run, batches)
+            else:
+                for batch in run:
+                    try:
+                        self._apply(batch, report)
+                        batches.done(batch)
+                    except TierMemError as exc:
+                        batches.failed(batch, exc)
         report.seconds = time.perf_counter() - started
         log.info(
             "job %s run %s: moved %d, deleted %d in %.3fs",
@@ -150,13 +150,44 @@ class Lifecycle:
             assert first.dst is not None
             nss = namespaces_of(batch)  # spares L1 its directory lookups
             report.moved += self.mover.move(first.src, first.dst, ids, nss)
-            if TIERS.index(first.dst) < TIERS.index(first.src):
-                # a promotion spends the hits that earned it: the next tier up
-                # needs a new window of hits, not the same ones counted again
-                self.hits.drop(ids)
+            self._moved(first, ids)
         elif first.action == "delete":
             report.deleted += self.backends.tiers[first.src].delete(ids)
             self.hits.drop(ids)
+
+    def _moved(self, first: Action, ids: list[str]) -> None:
+        if TIERS.index(first.dst or first.src) < TIERS.index(first.src):
+            # a promotion spends the hits that earned it: the next tier up
+            # needs a new window of hits, not the same ones counted again
+            self.hits.drop(ids)
+
+    def _apply_moves(self, run: Sequence[Sequence[Action]], batches: _Batches) -> None:
+        """Consecutive batches of planned moves between two tiers, through one
+        `Mover.move` (out of L1 it overlaps a batch's Redis work with the next
+        batch's), each logged as it finishes. After a failed batch the move goes
+        on with the ones after it, as batch by batch."""
+        first = run[0][0]
+        assert first.dst is not None
+        while run:
+            finished = 0
+
+            def each(i: int, moved: int, run: Sequence[Sequence[Action]] = run) -> None:
+                nonlocal finished
+                batches.report.moved += moved
+                self._moved(first, ids_of(run[i]))
+                batches.done(run[i])
+                finished = i + 1
+
+            ids = [i for b in run for i in ids_of(b)]
+            nss = [n for b in run for n in namespaces_of(b)]
+            try:
+                self.mover.move(
+                    first.src, first.dst, ids, nss, cut=[len(b) for b in run], each=each
+                )
+                return
+            except TierMemError as exc:
+                batches.failed(run[finished], exc)
+                run = run[finished + 1 :]
 
     def checkpoint(self) -> None:
         """Persist derived and in-process state: L2 indexes and access stats, L3 access, hits."""
@@ -174,6 +205,45 @@ _MAINTENANCE = {
     "compact": "rewrites L3 namespaces (applying deletes) and compacts L2 segments",
     "checkpoint": "persists L2 indexes and access stats, L3 access stats and recent hits",
 }
+
+
+@dataclass
+class _Batches:
+    """What `Lifecycle.apply` does as each batch ends: events and progress, or the error."""
+
+    events: EventLog
+    job: str
+    run_id: str
+    now: datetime
+    report: JobReport
+    total: int
+    progress: Progress | None
+    count: int = 0  # actions of the batches ended so far
+
+    def done(self, batch: Sequence[Action]) -> None:
+        self.events.append(self.run_id, self.job, self.now, batch)
+        self._ended(batch)
+
+    def failed(self, batch: Sequence[Action], exc: TierMemError) -> None:
+        self.report.errors.append(f"{type(exc).__name__}: {exc}")
+        fields = {"job": self.job, "run": self.run_id}
+        log.error("job %s run %s: batch failed: %s", self.job, self.run_id, exc, extra=fields)
+        self._ended(batch)
+
+    def _ended(self, batch: Sequence[Action]) -> None:
+        self.count += len(batch)
+        if self.progress is not None:
+            self.progress(self.count, self.total)
+
+
+def _runs(batches: Sequence[Sequence[Action]]) -> list[list[Sequence[Action]]]:
+    """Consecutive batches of the same (action, src, dst)."""
+    return [list(run) for _, run in groupby(batches, key=_what)]
+
+
+def _what(batch: Sequence[Action]) -> tuple[str, str, str | None]:
+    first = batch[0]
+    return first.action, first.src, first.dst
 
 
 def _batches(
