@@ -442,3 +442,56 @@ def test_a_failed_batch_of_a_demote_is_reported_and_the_others_move(
     report = mem.run("demote")
     assert report.moved == 4 and not report.errors
     assert {m.tier for m in mem.scan()} == {"l2"}
+
+
+# -- demote snapshots read what the rules need ----------------------------------
+
+BOUNDED = "version: 1\nkinds:\n  episodic:\n    l1: {idle: 1h, capacity: null}\n"
+
+
+def _groups_by(mem: Any, policy: Policy | None) -> list[tuple[str, str, list[Action]]]:
+    from tiermem.lifecycle import snapshot
+
+    groups = snapshot.hot_groups(mem.backends.l1, 8, policy=policy)
+    plans = [(g.namespace, g.kind, plan_demote([g], mem.policy, mem.clock())[0]) for g in groups]
+    return sorted(plans, key=lambda p: (p[0], p[1]))
+
+
+def test_a_demote_reads_only_what_its_rules_need_and_plans_the_same(
+    open_store: Any, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    from tests.test_engine import FakeClock
+    from tiermem.lifecycle import snapshot
+
+    (tmp_path / "p.yaml").write_text(BOUNDED)  # episodic: no capacity; semantic: 1,000
+    clock = FakeClock()
+    mem = open_store(policy=str(tmp_path / "p.yaml"), clock=clock)
+    items = [{"text": f"e {i}", "namespace": "a", "kind": "episodic"} for i in range(5)]
+    items += [{"text": f"s {i}", "namespace": "b", "kind": "semantic"} for i in range(3)]
+    items += [
+        {"text": f"m {i}", "namespace": ns, "kind": "episodic"} for ns in "cd" for i in range(2)
+    ]
+    items += [{"text": "m", "namespace": ns, "kind": "semantic"} for ns in "cd"]
+    ids = mem.add_many(items).ids
+    mem.add("pinned", namespace="a", pinned=True)
+    clock.advance(hours=2)
+    mem.get(ids[0])  # stays hot
+    # d's kind index misses its semantic memory: read for a decision, then whole
+    d_semantic = ids[-1]
+    redis_client.zrem(mem.backends.l1.keys.kind_index("d", "semantic"), d_semantic)
+    assert mem.backends.l1.kinds(["a", "b", "c", "d"]) == {
+        "a": {"episodic"},
+        "b": {"semantic"},
+        "c": {"episodic", "semantic"},
+        "d": {"episodic"},
+    }
+    assert _groups_by(mem, mem.policy) == _groups_by(mem, None)
+    groups = {
+        (g.namespace, g.kind): g for g in snapshot.hot_groups(mem.backends.l1, 8, policy=mem.policy)
+    }
+    with pytest.raises(LookupError, match="was not read"):
+        list(groups[("a", "episodic")].items)
+    assert len(list(groups[("c", "episodic")].items)) == 2  # c holds a bounded kind: all read
+    assert len(list(groups[("d", "semantic")].items)) == 1
+    report = mem.run("demote")
+    assert report.moved == len(ids) - 1 and not report.errors

@@ -51,7 +51,7 @@ class Lifecycle:
 
     def _demote_groups(self) -> list[planners.Group]:
         b, dim, passes = self.backends, self.dim, self.passes
-        hot = snapshot.hot_groups(b.l1, dim, passes=passes)
+        hot = snapshot.hot_groups(b.l1, dim, passes=passes, policy=self.policy)
         return hot + snapshot.warm_groups(b.l2, dim, self.hits, passes)
 
     def plan(self, job: str, now: datetime) -> Plan:

@@ -19,7 +19,8 @@ from tiermem import schema as sch
 from tiermem.access import HitLog
 from tiermem.ids import from_us
 from tiermem.lifecycle.planners import Group
-from tiermem.lifecycle.stats import ItemStats, StatsColumns
+from tiermem.lifecycle.policy import Policy
+from tiermem.lifecycle.stats import ItemStats, StatsColumns, Unread
 from tiermem.model import TierName
 from tiermem.tiers import hot_codec as codec
 from tiermem.tiers.cold import ColdTier
@@ -111,14 +112,63 @@ def _table_stats(
 
 
 def hot_groups(
-    l1: HotTier, dim: int, namespaces: Iterable[str] | None = None, passes: Passes | None = None
+    l1: HotTier,
+    dim: int,
+    namespaces: Iterable[str] | None = None,
+    passes: Passes | None = None,
+    policy: Policy | None = None,
 ) -> list[Group]:
-    """L1 groups from the light fields and recent hits in Redis (no text, no vectors)."""
+    """L1 groups from the light fields and recent hits in Redis (no text, no vectors).
+
+    With the `policy` a demote plans by, a namespace holding only kinds
+    without capacity limits in L1 is read for the idle and age rules only
+    (`codec.DECIDE`; the other stats `Unread`): no selector will look at it.
+    """
     out: list[Group] = []
     nss = sorted(namespaces if namespaces is not None else l1.namespaces())
-    for _, cols, sizes, hits in l1.lights(nss):
-        out += _grouped("l1", _stats("l1", cols, sizes, dim, hits, passes))
+    decide = set() if policy is None else _unbounded(l1, nss, policy)
+    for ns, cols, sizes, hits in l1.lights(nss, decide):
+        if sizes is None and any(_bounded(policy, k) for k in set(cols["kind"])):
+            cols, sizes, hits = l1.light(ns)  # a kind its kind indexes missed: read it all
+        if sizes is None:
+            out += _grouped("l1", _decide_stats(ns, cols, passes))
+        else:
+            out += _grouped("l1", _stats("l1", cols, sizes, dim, hits, passes))
     return out
+
+
+def _bounded(policy: Policy | None, kind: str) -> bool:
+    """Whether `kind` has a capacity in L1 (a demote may then ask its selectors)."""
+    rules = policy.for_kind(kind).l1 if policy is not None else None
+    return rules is None or rules.capacity is not None or rules.max_bytes is not None
+
+
+def _unbounded(l1: HotTier, namespaces: list[str], policy: Policy) -> set[str]:
+    """The namespaces whose kinds (by L1's kind indexes) all lack a capacity."""
+    kinds = l1.kinds(namespaces)
+    return {ns for ns in namespaces if not any(_bounded(policy, k) for k in kinds[ns])}
+
+
+def _decide_stats(ns: str, cols: dict[str, list[Any]], passes: Passes | None) -> StatsColumns:
+    """`codec.DECIDE` columns of namespace `ns` as stats; the rest `Unread`."""
+    ids, kinds, n = cols["id"], cols["kind"], len(cols["id"])
+    passes = passes or {}
+    return StatsColumns(
+        id=ids,
+        namespace=[ns] * n,
+        kind=kinds,
+        created_at=Unread(n, "created_at"),
+        inserted_at=cols["tiered_at"],
+        last_accessed_at=cols["last_accessed_at"],
+        access_count=Unread(n, "access_count"),
+        recent_hits=Unread(n, "recent_hits"),
+        importance=Unread(n, "importance"),
+        expires_at=cols["expires_at"],
+        pinned=cols["pinned"],
+        size=Unread(n, "size"),
+        superseded=[sup is not None for sup in cols["superseded_by"]],
+        passed_at=[passes.get(("l1", ns, k)) for k in kinds] if passes else [None] * n,
+    )
 
 
 def warm_groups(l2: WarmTier, dim: int, hits: HitLog, passes: Passes | None = None) -> list[Group]:

@@ -44,6 +44,26 @@ class ItemStats:
 _FIELDS = tuple(f.name for f in fields(ItemStats))
 
 
+class Unread(Sequence[Any]):
+    """A column a snapshot did not read (`n` values of field `name`): reading any
+    value raises, so stats missing it can never pass for real ones."""
+
+    def __init__(self, n: int, name: str) -> None:
+        self.n, self.name = n, name
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        raise LookupError(f"ItemStats.{self.name} was not read for this snapshot")
+
+    def __iter__(self) -> Iterator[Any]:
+        return self[0]  # type: ignore[no-any-return]  # raises
+
+    def take(self, rows: Sequence[int]) -> Unread:
+        return Unread(len(rows), self.name)
+
+
 @dataclass(frozen=True, eq=False)
 class StatsColumns(Sequence[ItemStats]):
     """Many memories' stats column by column (one list per `ItemStats` field, same
@@ -55,20 +75,20 @@ class StatsColumns(Sequence[ItemStats]):
     L1 demote.
     """
 
-    id: list[str]
-    namespace: list[str]
-    kind: list[str]
-    created_at: list[datetime]
-    inserted_at: list[datetime]
-    last_accessed_at: list[datetime]
-    access_count: list[int]
-    recent_hits: list[tuple[datetime, ...]]
-    importance: list[float]
-    expires_at: list[datetime | None]
-    pinned: list[bool]
-    size: list[int]
-    superseded: list[bool]
-    passed_at: list[datetime | None]
+    id: Sequence[str]
+    namespace: Sequence[str]
+    kind: Sequence[str]
+    created_at: Sequence[datetime]
+    inserted_at: Sequence[datetime]
+    last_accessed_at: Sequence[datetime]
+    access_count: Sequence[int]
+    recent_hits: Sequence[tuple[datetime, ...]]
+    importance: Sequence[float]
+    expires_at: Sequence[datetime | None]
+    pinned: Sequence[bool]
+    size: Sequence[int]
+    superseded: Sequence[bool]
+    passed_at: Sequence[datetime | None]
 
     @classmethod
     def of(cls, items: Sequence[ItemStats]) -> StatsColumns:
@@ -77,13 +97,13 @@ class StatsColumns(Sequence[ItemStats]):
             return items
         return cls(*([getattr(i, name) for i in items] for name in _FIELDS))
 
-    def columns(self) -> tuple[list[Any], ...]:
+    def columns(self) -> tuple[Sequence[Any], ...]:
         """The lists, in `ItemStats` field order."""
         return tuple(getattr(self, name) for name in _FIELDS)
 
     def take(self, rows: Sequence[int]) -> StatsColumns:
         """The rows at these positions, in this order."""
-        return StatsColumns(*([col[i] for i in rows] for col in self.columns()))
+        return StatsColumns(*(_take(col, rows) for col in self.columns()))
 
     def __len__(self) -> int:
         return len(self.id)
@@ -101,3 +121,7 @@ class StatsColumns(Sequence[ItemStats]):
 
     def __iter__(self) -> Iterator[ItemStats]:
         return (ItemStats(*row) for row in zip(*self.columns(), strict=True))
+
+
+def _take(col: Sequence[Any], rows: Sequence[int]) -> Sequence[Any]:
+    return col.take(rows) if isinstance(col, Unread) else [col[i] for i in rows]

@@ -19,7 +19,7 @@ large put costs a few round trips. Redis errors never leak: they surface as
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -42,8 +42,9 @@ BATCH = 1000  # records per MULTI/EXEC or pipelined read
 UNINDEX_COMMANDS = len(KINDS) + 4  # commands `_unindex` queues per namespace
 STATS_SAMPLE = 4  # records sampled per namespace (at most 16 namespaces) by stats()
 
-Light = tuple[str, dict[str, list[Any]], list[int], dict[str, list[int]]]
-"""A namespace, its LIGHT columns, text + metadata bytes, id -> recent hits (`light`)."""
+Light = tuple[str, dict[str, list[Any]], list[int] | None, dict[str, list[int]]]
+"""A namespace, its LIGHT columns, text + metadata bytes, id -> recent hits (`light`);
+or, read for a decision only, its DECIDE columns, None and no hits (`lights`)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -326,10 +327,13 @@ class HotTier:
         (LIGHT columns, text + metadata bytes, id -> recent hits): see
         `hot_codec.decode_light`. One script call per `BATCH` records.
         """
-        return next(self.lights([namespace]))[1:]
+        _, cols, sizes, hits = next(self.lights([namespace]))
+        assert sizes is not None  # a full read
+        return cols, sizes, hits
 
-    def lights(self, namespaces: Sequence[str]) -> Iterator[Light]:
-        """`light` of each namespace, as (namespace, *light), in order.
+    def lights(self, namespaces: Sequence[str], decide: Collection[str] = ()) -> Iterator[Light]:
+        """`light` of each namespace, as (namespace, *light), in order; of those in
+        `decide`, only the `codec.DECIDE` columns, with no sizes (None) or hits.
 
         The script calls of all namespaces are streamed (`resp.stream`): Redis
         reads the next records while the caller plans over these.
@@ -337,22 +341,45 @@ class HotTier:
         with redis_errors(self.url):
             ids = self._ids_of(namespaces)
             calls = [
-                ([self.keys.record(ns, i) for i in chunk], codec.LIGHT_FIELDS)
+                (
+                    [self.keys.record(ns, i) for i in chunk],
+                    codec.DECIDE_ARGS if ns in decide else codec.LIGHT_ARGS,
+                )
                 for ns in namespaces
                 for chunk in _chunks(ids[ns])
             ]
             replies = resp.stream(self.client, self._light, calls)
             for ns in namespaces:
-                cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
-                sizes: list[int] = []
-                hits: dict[str, list[int]] = {}
-                for _ in _chunks(ids[ns]):
-                    part, part_sizes, part_hits = codec.decode_light(next(replies))
-                    for name, values in part.items():
-                        cols[name] += values
-                    sizes += part_sizes
-                    hits.update(part_hits)
-                yield ns, cols, sizes, hits
+                parts = [next(replies) for _ in _chunks(ids[ns])]
+                yield self._decided(ns, parts) if ns in decide else self._light_of(ns, parts)
+
+    @staticmethod
+    def _light_of(ns: str, replies: list[Any]) -> Light:
+        cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
+        sizes: list[int] = []
+        hits: dict[str, list[int]] = {}
+        for reply in replies:
+            part, part_sizes, part_hits = codec.decode_light(reply)
+            for name, values in part.items():
+                cols[name] += values
+            sizes += part_sizes
+            hits.update(part_hits)
+        return ns, cols, sizes, hits
+
+    @staticmethod
+    def _decided(ns: str, replies: list[Any]) -> Light:
+        cols: dict[str, list[Any]] = {name: [] for name in codec.DECIDE}
+        for reply in replies:
+            for name, values in codec.decode_decide(reply).items():
+                cols[name] += values
+        return ns, cols, None, {}
+
+    @_guarded
+    def kinds(self, namespaces: Sequence[str]) -> dict[str, set[str]]:
+        """The kinds each namespace holds here (by its kind indexes), in one round trip."""
+        commands = [("ZCARD", self.keys.kind_index(ns, k)) for ns in namespaces for k in KINDS]
+        counts = iter(resp.pipeline(self.client, commands))
+        return {ns: {k for k in KINDS if next(counts)} for ns in namespaces}
 
     def _ids_of(self, namespaces: Sequence[str]) -> dict[str, list[str]]:
         """Every id of each namespace (`ids`), in one round trip."""

@@ -174,17 +174,24 @@ LIGHT = (
 )  # fmt: skip
 """The fields a lifecycle plan reads of every record (`lifecycle.snapshot`)."""
 LIGHT_FIELDS = (*LIGHT, "hits", "text", "metadata")  # HMGET order; the last two as lengths
+LIGHT_ARGS = (2, *LIGHT_FIELDS)  # `LIGHT_LUA`'s ARGV: 2 lengths at the end
+DECIDE = ("id", "kind", "tiered_at", "last_accessed_at", "expires_at", "pinned", "superseded_by")
+"""What a demote decides idle and age rules by: all a plan reads of a record
+whose kind has no capacity in L1 (no selector looks at it). Half the light
+fields, and no text or metadata copied: about half of Redis's work."""
+DECIDE_ARGS = (0, *DECIDE)
 
-# Per record key: HMGET ARGV (the light fields, text and metadata), the last
-# two replaced by their lengths in bytes (one call per record: two HSTRLEN
-# calls cost Redis more than copying ~200 bytes into Lua). One reply for a
-# whole batch: ~3x fewer replies to parse than a pipeline of the same commands.
-# Missing fields come back as nil (Lua false); a missing text or metadata as 0.
+# Per record key: HMGET of ARGV[2..] (e.g. the light fields, text and metadata),
+# the last ARGV[1] of them replaced by their lengths in bytes (one call per
+# record: two HSTRLEN calls cost Redis more than copying ~200 bytes into Lua).
+# One reply for a whole batch: ~3x fewer replies to parse than a pipeline of
+# the same commands. Missing fields come back as nil (Lua false); a missing
+# text or metadata as 0.
 LIGHT_LUA = """
-local n, out = #ARGV, {}
+local lens, n, out = tonumber(ARGV[1]), #ARGV - 1, {}
 for i, key in ipairs(KEYS) do
-  local row = redis.call('HMGET', key, unpack(ARGV))
-  for j = n - 1, n do row[j] = row[j] and #row[j] or 0 end
+  local row = redis.call('HMGET', key, unpack(ARGV, 2))
+  for j = n - lens + 1, n do row[j] = row[j] and #row[j] or 0 end
   out[i] = row
 end
 return out
@@ -215,6 +222,16 @@ def decode_light(
         if raw
     }
     return cols, sizes, hits
+
+
+def decode_decide(replies: Sequence[Any]) -> dict[str, list[Any]]:
+    """`LIGHT_LUA`'s reply for `DECIDE_ARGS`: the `DECIDE` columns as Python
+    values (as `decode_light`'s); records that vanished are skipped."""
+    rows = [r for r in replies if r[0] is not None]
+    if not rows:
+        return {name: [] for name in DECIDE}
+    by_field = zip(*rows, strict=True)
+    return {name: _light_column(name, raw) for name, raw in zip(DECIDE, by_field, strict=True)}
 
 
 def _light_column(name: str, raw: Sequence[bytes | None]) -> list[Any]:
