@@ -495,3 +495,49 @@ def test_a_demote_reads_only_what_its_rules_need_and_plans_the_same(
     assert len(list(groups[("d", "semantic")].items)) == 1
     report = mem.run("demote")
     assert report.moved == len(ids) - 1 and not report.errors
+
+
+DEMOTE_CHILD = """
+import json, os, sys, tiermem
+from datetime import timedelta
+path, url, prefix, point = sys.argv[1:5]
+class Clock:
+    now = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").UTC)
+    def __call__(self):
+        return self.now
+clock = Clock()
+open(path + "/p.yaml", "w").write("version: 1\\nkinds:\\n  episodic:\\n    l1: {idle: 1h}\\n")
+mem = tiermem.open(path, embedder=tiermem.HashingEmbedder(DIM), policy=path + "/p.yaml",
+                   clock=clock, **{"l1.url": url, "l1.prefix": prefix, "embedding.dim": DIM,
+                                   "moves.batch": 10})
+items = [{"text": f"memory number {i}", "namespace": f"n{i % 3}"} for i in range(45)]
+ids = [i for i in mem.add_many(items).ids if i]
+with open(path + "/acked.json", "w") as fh:
+    json.dump(ids, fh)
+clock.now += timedelta(hours=2)
+os.environ["TIERMEM_FAILPOINT"] = point
+mem.run("demote")
+print("finished without crashing", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["move.journaled:3", "move.copied:2", "move.deleted:2"])
+def test_kill_during_a_pipelined_demote_loses_nothing(
+    tmp_path: Path, redis_url: str, prefix: str, open_store: Any, point: str
+) -> None:
+    """SIGKILL mid-run, with a batch's delete and the next batch's read in flight."""
+    import json
+
+    from tests.conftest import DIM, run_until_killed
+
+    path = tmp_path / "store"
+    path.mkdir()
+    child = DEMOTE_CHILD.replace("DIM", str(DIM))
+    run_until_killed(child, str(path), redis_url, prefix, point)
+    acked = json.loads((path / "acked.json").read_text())
+    mem = open_store(path)
+    seen = [(m.id, m.tier) for m in mem.scan()]
+    assert sorted(i for i, _ in seen) == sorted(acked), "lost or duplicated memories"
+    assert {t for _, t in seen} == {"l1", "l2"}  # some moved, some not yet
+    assert not list((path / "moves").glob("*.json")), "journal not cleared by recovery"
