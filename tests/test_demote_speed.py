@@ -19,7 +19,7 @@ from tiermem.errors import TierMemError
 from tiermem.events import _ENCODE, EventLog, _line, _lines
 from tiermem.lifecycle import planned, planners
 from tiermem.lifecycle.jobs import _batches
-from tiermem.lifecycle.planned import Moves, Planned
+from tiermem.lifecycle.planned import Moves, Planned, rows_of
 from tiermem.lifecycle.planners import Group, human, plan_demote
 from tiermem.lifecycle.policy import Policy
 from tiermem.lifecycle.stats import ItemStats, StatsColumns
@@ -184,6 +184,7 @@ def test_planned_moves_are_a_sequence_of_actions() -> None:
     assert p.ids() == [a.id for a in flat]
     assert p.namespaces() == [a.namespace for a in flat]
     assert list(p.action_rows()) == [tuple(a.__dict__.values()) for a in flat]
+    assert list(rows_of(p)) == list(rows_of(flat)) == list(p.action_rows())
     with pytest.raises(IndexError):
         p[14]
     assert len(Planned([])) == 0 and list(Planned([])) == []

@@ -149,3 +149,10 @@ def namespaces_of(actions: Sequence[Action]) -> list[str]:
     if isinstance(actions, Planned):
         return actions.namespaces()
     return [a.namespace for a in actions]
+
+
+def rows_of(actions: Sequence[Action]) -> Iterator[EventRow]:
+    """Each action's fields in `Action` order (planned actions never become Actions)."""
+    if isinstance(actions, Planned):
+        return actions.action_rows()
+    return ((a.id, a.namespace, a.action, a.src, a.dst, a.reason) for a in actions)

@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tiermem.lifecycle.planned import rows_of
 from tiermem.model import TIERS, Action, JobReport
 from tiermem.obs.tracing import span
 
@@ -199,10 +200,15 @@ class EngineMetrics:
             self.job_last_success.labels(job).set_to_current_time()
 
     def _evicted(self, actions: Sequence[Action]) -> None:
-        for a in actions:
-            m = _EVICTED_BY.search(a.reason or "")
-            if a.action == "move" and m:
-                self.evictions.labels(a.src, m.group(1)).inc()
+        # by rows, not Actions: a 100k demote's plan is columns (lifecycle/planned.py)
+        counts: dict[tuple[str, str], int] = {}
+        for _, _, verb, src, _, reason in rows_of(actions):
+            if verb == "move" and reason and "picked by" in reason:
+                m = _EVICTED_BY.search(reason)
+                if m:
+                    counts[src, m.group(1)] = counts.get((src, m.group(1)), 0) + 1
+        for (src, by), n in counts.items():
+            self.evictions.labels(src, by).inc(n)
 
     # -- instrumentation (on the instance: the class stays untouched) ----------------------
 
