@@ -54,7 +54,8 @@ from tiermem.failpoints import failpoint
 from tiermem.ids import Clock
 from tiermem.model import TIERS, TierName
 from tiermem.tiers.base import Tier
-from tiermem.tiers.hot import HotTier, Later
+from tiermem.tiers.hot import HotTier
+from tiermem.tiers.hot_redis import Later
 
 Batch = tuple[Sequence[str], Sequence[str] | None]  # ids, and each one's namespace if known
 Done = Callable[[int, int], None]  # (batch number, memories moved), as a batch finishes

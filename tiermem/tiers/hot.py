@@ -18,17 +18,14 @@ large put costs a few round trips. Redis errors never leak: they surface as
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import redis
 
-from tiermem.errors import TierUnavailable
 from tiermem.filters import Filter
 from tiermem.ids import to_us
 from tiermem.model import KINDS, TierName, TierStats
@@ -36,6 +33,7 @@ from tiermem.tiers import hot_codec as codec
 from tiermem.tiers import resp
 from tiermem.tiers.found import Found
 from tiermem.tiers.hot_cache import CacheMode, SearchCache
+from tiermem.tiers.hot_redis import Later, as_str, as_strs, guarded, redis_errors
 from tiermem.tiers.keys import Keys
 
 BATCH = 1000  # records per MULTI/EXEC or pipelined read
@@ -46,71 +44,10 @@ Light = tuple[str, dict[str, list[Any]], list[int] | None, dict[str, list[int]]]
 """A namespace, its LIGHT columns, text + metadata bytes, id -> recent hits (`light`);
 or, read for a decision only, its DECIDE columns, None and no hits (`lights`)."""
 
-P = ParamSpec("P")
-R = TypeVar("R")
-T = TypeVar("T")
-
-
-@contextmanager
-def redis_errors(url: str) -> Iterator[None]:
-    """Translate redis-py errors raised inside into `TierUnavailable`."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise TierUnavailable(
-            f"L1 Redis at {url} is unreachable: {exc}. Start Redis there, fix l1.url, "
-            "or leave l1.url unset to use the embedded Redis."
-        ) from exc
-    except redis.exceptions.RedisError as exc:
-        raise TierUnavailable(f"L1 Redis at {url} failed: {exc}") from exc
-
-
-def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Method decorator: run under `redis_errors(self.url)`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with redis_errors(args[0].url):  # type: ignore[attr-defined]
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _str(value: Any) -> str:
-    """A Redis reply item as str (the client returns bytes)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _strs(reply: Any) -> list[str]:
-    return [_str(v) for v in reply]
-
 
 def _chunks(seq: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(seq), BATCH):
         yield seq[i : i + BATCH]
-
-
-class Later(Generic[T]):
-    """Redis work already sent (`resp.Pending`s), finished by `wait`: `finish` of
-    each pending's replies. `cancel` gives up on whatever was not read."""
-
-    def __init__(
-        self, url: str, pending: list[resp.Pending], finish: Callable[[list[list[Any]]], T]
-    ) -> None:
-        self.url = url
-        self.pending = pending
-        self.finish = finish
-
-    def wait(self) -> T:
-        try:
-            with redis_errors(self.url):
-                return self.finish([p.wait() for p in self.pending])
-        finally:
-            self.cancel()  # after a failure, the rest of the replies are not wanted
-
-    def cancel(self) -> None:
-        for p in self.pending:
-            p.cancel()
 
 
 class HotTier:
@@ -140,7 +77,7 @@ class HotTier:
 
     # -- writes ---------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def put(self, table: pa.Table, *, new: bool = False) -> None:
         """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows.
 
@@ -187,7 +124,7 @@ class HotTier:
         commands.append(("SADD", self.keys.namespaces(), *recency))  # one for all namespaces
         return list(recency)
 
-    @_guarded
+    @guarded
     def delete(self, ids: Sequence[str], namespaces: Sequence[str] | None = None) -> int:
         """Remove these ids; returns how many were present.
 
@@ -257,7 +194,7 @@ class HotTier:
             ("INCR", self.keys.version(ns)),
         ]
 
-    @_guarded
+    @guarded
     def forget(self, namespace: str) -> int:
         """Remove every row of `namespace`, `BATCH` ids per MULTI/EXEC.
 
@@ -266,7 +203,7 @@ class HotTier:
         """
         removed = 0
         rec = self.keys.recency(namespace)
-        while members := _strs(self.client.zrange(rec, 0, BATCH - 1)):
+        while members := as_strs(self.client.zrange(rec, 0, BATCH - 1)):
             records = ("DEL", *(self.keys.record(namespace, i) for i in members))
             replies = resp.transaction(self.client, [records, *self._unindex(namespace, members)])
             removed += replies[0]
@@ -280,7 +217,7 @@ class HotTier:
         self._search.drop(namespace)
         return removed
 
-    @_guarded
+    @guarded
     def touch(
         self, ids: Sequence[str], at: datetime, namespaces: Sequence[str] | None = None
     ) -> None:
@@ -310,7 +247,7 @@ class HotTier:
         if not ids:
             return {}
         found = resp.pipeline(self.client, [("HMGET", self.keys.directory(), *ids)])[0]
-        return {i: _str(ns) for i, ns in zip(ids, found, strict=True) if ns is not None}
+        return {i: as_str(ns) for i, ns in zip(ids, found, strict=True) if ns is not None}
 
     def _fetch(self, pairs: Sequence[tuple[str, str]]) -> pa.Table:
         """Rows for (id, namespace) pairs, pipelined; vanished records skipped."""
@@ -351,30 +288,13 @@ class HotTier:
             replies = resp.stream(self.client, self._light, calls)
             for ns in namespaces:
                 parts = [next(replies) for _ in _chunks(ids[ns])]
-                yield self._decided(ns, parts) if ns in decide else self._light_of(ns, parts)
+                records = [r for part in parts for r in part]  # a part: one script call's records
+                if ns in decide:
+                    yield ns, codec.decode_decide(records), None, {}
+                else:
+                    yield (ns, *codec.decode_light(records))
 
-    @staticmethod
-    def _light_of(ns: str, replies: list[Any]) -> Light:
-        cols: dict[str, list[Any]] = {name: [] for name in codec.LIGHT}
-        sizes: list[int] = []
-        hits: dict[str, list[int]] = {}
-        for reply in replies:
-            part, part_sizes, part_hits = codec.decode_light(reply)
-            for name, values in part.items():
-                cols[name] += values
-            sizes += part_sizes
-            hits.update(part_hits)
-        return ns, cols, sizes, hits
-
-    @staticmethod
-    def _decided(ns: str, replies: list[Any]) -> Light:
-        cols: dict[str, list[Any]] = {name: [] for name in codec.DECIDE}
-        for reply in replies:
-            for name, values in codec.decode_decide(reply).items():
-                cols[name] += values
-        return ns, cols, None, {}
-
-    @_guarded
+    @guarded
     def kinds(self, namespaces: Sequence[str]) -> dict[str, set[str]]:
         """The kinds each namespace holds here (by its kind indexes), in one round trip."""
         commands = [("ZCARD", self.keys.kind_index(ns, k)) for ns in namespaces for k in KINDS]
@@ -385,9 +305,9 @@ class HotTier:
         """Every id of each namespace (`ids`), in one round trip."""
         commands = [("ZRANGE", self.keys.recency(ns), 0, -1) for ns in namespaces]
         replies = resp.pipeline(self.client, commands)
-        return {ns: _strs(r) for ns, r in zip(namespaces, replies, strict=True)}
+        return {ns: as_strs(r) for ns, r in zip(namespaces, replies, strict=True)}
 
-    @_guarded
+    @guarded
     def locate(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> namespace of the ids held here (directory lookups only)."""
         out: dict[str, str] = {}
@@ -395,7 +315,7 @@ class HotTier:
             out.update(self._locate(chunk))
         return out
 
-    @_guarded
+    @guarded
     def get(self, ids: Sequence[str], namespaces: Sequence[str] | None = None) -> pa.Table:
         """The rows of the ids held here, with current access stats.
 
@@ -436,34 +356,34 @@ class HotTier:
             lambda replies: codec.decode_rows(self.dim, [r for part in replies for r in part]),
         )
 
-    @_guarded
+    @guarded
     def named(self, namespace: str, kind: str, name: str) -> list[str]:
         """Ids of `kind` in `namespace` whose `name` is `name`: the kind's index,
         then one HGET per member (procedures are few; no record is read whole)."""
-        ids = _strs(self.client.zrange(self.keys.kind_index(namespace, kind), 0, -1))
+        ids = as_strs(self.client.zrange(self.keys.kind_index(namespace, kind), 0, -1))
         commands = [("HGET", self.keys.record(namespace, i), "name") for i in ids]
         names = resp.pipeline(self.client, commands)
         return [i for i, n in zip(ids, names, strict=True) if n is not None and n.decode() == name]
 
-    @_guarded
+    @guarded
     def count(self, namespace: str, kind: str) -> int:
         """How many memories of `kind` the namespace holds here."""
         return int(self.client.zcard(self.keys.kind_index(namespace, kind)))
 
-    @_guarded
+    @guarded
     def ids(self, namespace: str) -> list[str]:
         """Every id of `namespace`, least recently accessed first."""
-        return _strs(self.client.zrange(self.keys.recency(namespace), 0, -1))
+        return as_strs(self.client.zrange(self.keys.recency(namespace), 0, -1))
 
-    @_guarded
+    @guarded
     def access_stats(self, namespace: str) -> dict[str, tuple[int, int]]:
         """id -> (last access µs, access count), read from the two ZSETs only."""
         pipe = self.client.pipeline(transaction=True)
         pipe.zrange(self.keys.recency(namespace), 0, -1, withscores=True)
         pipe.zrange(self.keys.frequency(namespace), 0, -1, withscores=True)
         recency, freq = pipe.execute()
-        counts = {_str(m): int(s) for m, s in freq}
-        return {_str(m): (int(s), counts.get(_str(m), 0)) for m, s in recency}
+        counts = {as_str(m): int(s) for m, s in freq}
+        return {as_str(m): (int(s), counts.get(as_str(m), 0)) for m, s in recency}
 
     def scan(self, namespace: str | None = None) -> Iterator[pa.Table]:
         """Every row (of one namespace, or all), in tables of up to `BATCH` rows.
@@ -480,17 +400,17 @@ class HotTier:
                 if table.num_rows:
                     yield table
 
-    @_guarded
+    @guarded
     def namespaces(self) -> set[str]:
         """Namespaces with at least one row here."""
-        members = sorted(_strs(self.client.smembers(self.keys.namespaces())))
+        members = sorted(as_strs(self.client.smembers(self.keys.namespaces())))
         pipe = self.client.pipeline(transaction=False)
         for ns in members:
             pipe.zcard(self.keys.recency(ns))
         # delete() leaves emptied namespaces in the set; filter them here
         return {ns for ns, n in zip(members, pipe.execute(), strict=True) if n}
 
-    @_guarded
+    @guarded
     def stats(self) -> TierStats:
         """Count (exact) and bytes (estimated from a small sample of records)."""
         nss = sorted(self.namespaces())
@@ -504,7 +424,9 @@ class HotTier:
         sampled = sorted(nss, key=lambda ns: -sizes[ns])[:16]
         for ns in sampled:
             pipe.zrange(self.keys.recency(ns), 0, STATS_SAMPLE - 1)
-        pairs = [(_str(m), ns) for ns, ms in zip(sampled, pipe.execute(), strict=True) for m in ms]
+        pairs = [
+            (as_str(m), ns) for ns, ms in zip(sampled, pipe.execute(), strict=True) for m in ms
+        ]
         for id_, ns in pairs:
             pipe.hgetall(self.keys.record(ns, id_))
         rows = [h for h in pipe.execute() if h]
@@ -513,12 +435,12 @@ class HotTier:
 
     # -- search ---------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def search(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> pa.Table:
         """Exact top-k cosine over `namespace` (see `hot_cache` for how copies stay current)."""
         return self._search.search(namespace, vector, k, flt)
 
-    @_guarded
+    @guarded
     def find(self, namespace: str, vector: np.ndarray, k: int, flt: Filter) -> Found:
         """The same top-k as `search`, for the read path (`tiers.found`)."""
         return self._search.find(namespace, vector, k, flt)
