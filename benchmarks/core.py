@@ -60,7 +60,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +78,7 @@ import usearch
 from usearch.index import Index
 
 import tiermem
+from benchmarks.runner import git_state
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BATCH = 1_000
@@ -97,7 +97,6 @@ WORDS = VOCAB.split()
 # The last run's data, queries, per-query latencies and results (the peers suite
 # reuses them: same data, same queries, same process).
 LAST: dict[str, Any] = {}
-GIT_RUN: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "timeout": 10}
 
 
 @dataclass
@@ -382,17 +381,6 @@ def bench_search(mem: tiermem.Engine, data: Data, ids: list[str], n_q: int, seed
 
 
 # -- report --------------------------------------------------------------------------
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the work tree differed from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], **GIT_RUN)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], **GIT_RUN)
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
 def versions() -> dict[str, str]:

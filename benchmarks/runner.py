@@ -45,12 +45,17 @@ class Skip(Exception):
     """A suite cannot run here; the message says why."""
 
 
+# What a run writes itself: a suite after the first would otherwise always say "dirty".
+OWN_OUTPUT = (":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md")
+
+
 def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the work tree differed from it."""
+    """The commit measured, and whether the work tree (results aside) differed from it."""
     run: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "timeout": 10}
+    git = ["git", "-C", str(HERE.parent)]
     try:
-        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], **run)
-        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain"], **run)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], **run)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", ".", *OWN_OUTPUT], **run)
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return {}
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}

@@ -36,8 +36,30 @@ def action(
     return _instance(Action, values, set(_ACTION_FIELDS))
 
 
+class _Actions(Sequence[Action]):
+    """A sequence of `Action`s built on demand by `_at` (a non-negative index)."""
+
+    @overload
+    def __getitem__(self, i: int) -> Action: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Action]: ...
+
+    def __getitem__(self, i: int | slice) -> Action | list[Action]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._at(i)
+
+    def _at(self, i: int) -> Action:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, eq=False)
-class Moves(Sequence[Action]):
+class Moves(_Actions):
     """Moves of memories of one namespace from `src` to `dst`, each with its reason."""
 
     namespace: str
@@ -49,15 +71,7 @@ class Moves(Sequence[Action]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    @overload
-    def __getitem__(self, i: int) -> Action: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[Action]: ...
-
-    def __getitem__(self, i: int | slice) -> Action | list[Action]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
+    def _at(self, i: int) -> Action:
         return action(self.ids[i], self.namespace, "move", self.src, self.dst, self.reasons[i])
 
     def __iter__(self) -> Iterator[Action]:
@@ -77,7 +91,7 @@ class Moves(Sequence[Action]):
 
 
 @dataclass(frozen=True, eq=False)
-class Planned(Sequence[Action]):
+class Planned(_Actions):
     """A plan's moves: `Moves` one after another, as one sequence of actions."""
 
     parts: list[Moves]
@@ -89,19 +103,7 @@ class Planned(Sequence[Action]):
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
 
-    @overload
-    def __getitem__(self, i: int) -> Action: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[Action]: ...
-
-    def __getitem__(self, i: int | slice) -> Action | list[Action]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _at(self, i: int) -> Action:
         at = bisect_right(self._ends, i)
         return self.parts[at][i - (self._ends[at] - len(self.parts[at]))]
 
