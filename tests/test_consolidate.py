@@ -265,3 +265,19 @@ def test_kill_during_consolidation_converges(
     assert all(by_id[i].tier == "l1" for i in acked[12:])
     again = mem.run("consolidate")  # converged: nothing more to do
     assert (again.merged, again.moved) == (0, 0) and len(check()[1]) == 3
+
+
+def test_sources_of_many_clusters_move_together(mem: tiermem.Engine) -> None:
+    """Step (c) gathers the clusters' sources into the Mover's batches: six clusters
+    go cold as one L3 file and one events append, not six of each."""
+    for c in range(6):
+        centre = unit(100 + c)
+        for i in range(3):
+            add(mem, f"topic {c} note {i}", near(centre, 0.15, 1000 * c + i), 5)
+    events_before = mem.events.path.stat().st_size if mem.events.path.exists() else 0
+    report = mem.run("consolidate")
+    assert (report.merged, report.moved, report.errors) == (18, 18, [])
+    assert len(semantic(mem)) == 6
+    assert len(mem.backends.l3._manifest.data) == 1
+    lines = mem.events.path.read_bytes()[events_before:].decode().splitlines()
+    assert len(lines) == 18 and len({json.loads(x)["run"] for x in lines}) == 1
