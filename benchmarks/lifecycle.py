@@ -19,6 +19,9 @@ For L1 -> L2 a second limit adds that source work, done raw: pipelined
 redis-py HGETALL of the same hashes (the bytes L1 stores) before the
 destination writes and pipelined DEL after (`full_path_limit_per_s`).
 
+The suite (`run`) then times `run("consolidate")` on its own store of N
+clustered episodes, next to its own limit (`benchmarks/consolidation.py`).
+
     python -m benchmarks run lifecycle [--quick]     # N 100,000 (quick: 2,000)
     python -m benchmarks.lifecycle [--quick] [--n 100000]
 """
@@ -44,6 +47,7 @@ import redis
 from usearch.index import Index
 
 import tiermem
+from benchmarks import consolidation
 from tiermem import schema
 from tiermem.tiers import hot_codec
 
@@ -195,9 +199,12 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
 
 
 def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
-    """The suite: N 100,000 over 100 namespaces (quick: 2,000), 384-d; not written."""
-    n = 2_000 if quick else 100_000
-    return measure(n, min(100, n), 384, "redis://127.0.0.1:6379/0")
+    """The suite: N 100,000 over 100 namespaces (quick: 2,000 over 20), 384-d, demote
+    then consolidate (`benchmarks/consolidation.py`, its own store); not written."""
+    n, url = (2_000 if quick else 100_000), "redis://127.0.0.1:6379/0"
+    namespaces = 20 if quick else 100
+    res = measure(n, namespaces, 384, url)
+    return res | {"consolidate": consolidation.measure(n, namespaces, 384, url)}
 
 
 def main() -> None:

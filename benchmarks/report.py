@@ -302,6 +302,13 @@ def sec_lifecycle(r: dict[str, Any]) -> list[str]:
                 f"| {label} | {num(x['per_s'])} | raw HGETALL + the same writes + DEL | "
                 f"{num(x['full_path_limit_per_s'])} | {x['ratio_full_path']:.2f} |"
             )
+    c = r.get("consolidate")
+    if c:  # benchmarks/consolidation.py: topics of 10 near-duplicate episodes
+        lines.append(
+            f"| consolidate ({num(c['consolidated'])} episodes -> "
+            f"{num(c['semantic_created'])} semantic) | {num(c['per_s'])} | "
+            f"usearch add + zstd Parquet write | {num(c['limit_per_s'])} | {c['ratio']:.2f} |"
+        )
     return lines
 
 

@@ -165,6 +165,19 @@ def suite_lifecycle(quick: bool, out: Path) -> dict[str, Any]:
             ("l2_to_l3", "L2->L3", "raw zstd Parquet write"),
         )
     ]
+    c = r.get("consolidate")
+    if c:
+        goals.append(
+            goal(
+                "lifecycle consolidate: run('consolidate') vs raw usearch add + zstd Parquet "
+                "write (episodes/s)",
+                c["ratio"],
+                ">= 0.5x",
+                c["ratio"] >= 0.5,
+                tiermem=c["per_s"],
+                limit=c["limit_per_s"],
+            )
+        )
     return r | {"goals": goals}
 
 
