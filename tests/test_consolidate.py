@@ -192,8 +192,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     from datetime import UTC, datetime, timedelta
-    import numpy as np, tiermem
-    path, url, prefix, point = sys.argv[1:5]
+    import numpy as np, tiermem, tiermem.consolidate
+    path, url, prefix, point, chunk = sys.argv[1:6]
+    tiermem.consolidate.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
                           "moves.batch": 2, "moves.cold_batch": 2}})
@@ -224,17 +225,25 @@ CHILD = textwrap.dedent(
     """
 ).format(dim=DIM)
 
-POINTS = [*CONSOLIDATE_STEPS, "consolidate.written:2", "consolidate.marked:3", "move.copied:2"]
+# (failpoint, sources per chunk of steps (a)-(b)): the default chunk holds all three
+# clusters; with 4, a kill lands between one cluster's steps and the next's
+POINTS = [
+    *((p, "1000") for p in CONSOLIDATE_STEPS),
+    ("move.copied:2", "1000"),
+    *((p, "4") for p in CONSOLIDATE_STEPS),
+    ("consolidate.written:2", "4"),
+    ("consolidate.marked:3", "4"),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize(("point", "chunk"), POINTS)
 def test_kill_during_consolidation_converges(
-    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore, point: str
+    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore, point: str, chunk: str
 ) -> None:
     path = tmp_path / "store"
     path.mkdir()
-    run_until_killed(CHILD, str(path), redis_url, prefix, point)
+    run_until_killed(CHILD, str(path), redis_url, prefix, point, chunk)
     acked = json.loads((path / "acked.json").read_text())
     mem = open_store(path)
 
