@@ -25,17 +25,16 @@ import shutil
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import redis
 from usearch.index import Index
 
-import tiermem
+from benchmarks.lifecycle import drop_keys, filled_store
 from tiermem import schema
 
 TOPIC = 10  # episodes per topic: each topic becomes one semantic memory
@@ -49,14 +48,6 @@ kinds:
   semantic:
     l1: {capacity: null}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def episodes(n: int, namespaces: int, dim: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -97,21 +88,9 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
     """One timed `run("consolidate")` over n episodes, and the limit on the same rows."""
     tmp = Path(tempfile.mkdtemp(prefix="tm-bench-cons-"))
     prefix = f"bench-cons:{uuid.uuid4().hex[:8]}"
-    (tmp / "policy.yaml").write_text(POLICY)
-    clock = Clock()
-    overrides = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": dim}
     try:
-        mem = tiermem.open(
-            tmp / "store",
-            policy=str(tmp / "policy.yaml"),
-            clock=clock,
-            embedder=tiermem.HashingEmbedder(dim),
-            **overrides,
-        )
         items = episodes(n, namespaces, dim)
-        for start in range(0, n, 1000):
-            mem.add_many(items[start : start + 1000])
-        table = schema.concat(mem.backends.l1.scan(), dim)
+        mem, clock, table = filled_store(tmp, POLICY, items, url, prefix, dim)
         clock.now += timedelta(hours=2)
         t0 = time.perf_counter()
         report = mem.run("consolidate")
@@ -121,11 +100,7 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
         mem.close()
         lim = limit(table, tmp / "raw")
     finally:
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
+        drop_keys(url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "n": n,

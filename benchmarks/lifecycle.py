@@ -47,7 +47,6 @@ import redis
 from usearch.index import Index
 
 import tiermem
-from benchmarks import consolidation
 from tiermem import schema
 from tiermem.tiers import hot_codec
 
@@ -135,25 +134,39 @@ def limit_l3(table: pa.Table, root: Path) -> float:
     return time.perf_counter() - started
 
 
+def filled_store(
+    tmp: Path, policy: str, items: list[dict[str, Any]], url: str, prefix: str, dim: int
+) -> tuple[tiermem.Engine, Clock, pa.Table]:
+    """A store under `tmp` with this policy and an injected clock, `items` added
+    1,000 at a time; and L1's rows as one table (what the limits work on)."""
+    (tmp / "policy.yaml").write_text(policy)
+    clock = Clock()
+    overrides = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": dim}
+    mem = tiermem.open(
+        tmp / "store",
+        policy=str(tmp / "policy.yaml"),
+        clock=clock,
+        embedder=tiermem.HashingEmbedder(dim),
+        **overrides,
+    )
+    for start in range(0, len(items), 1000):
+        mem.add_many(items[start : start + 1000])
+    return mem, clock, schema.concat(mem.backends.l1.scan(), dim)
+
+
+def drop_keys(url: str, prefix: str) -> None:
+    """Delete every Redis key under `prefix`."""
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+
+
 def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tm-bench-life-"))
     prefix = f"bench-life:{uuid.uuid4().hex[:8]}"
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    clock = Clock()
-    overrides = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": dim}
     try:
-        mem = tiermem.open(
-            tmp / "store",
-            policy=str(policy),
-            clock=clock,
-            embedder=tiermem.HashingEmbedder(dim),
-            **overrides,
-        )
-        items = _items(n, namespaces, dim)
-        for start in range(0, n, 1000):
-            mem.add_many(items[start : start + 1000])
-        table = schema.concat(mem.backends.l1.scan(), dim)
+        mem, clock, table = filled_store(tmp, POLICY, _items(n, namespaces, dim), url, prefix, dim)
         clock.now += timedelta(hours=2)
         t0 = time.perf_counter()
         r1 = mem.run("demote")
@@ -169,10 +182,7 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
         with redis.Redis.from_url(url) as client:
             src = limit_l1_source(table, client, prefix)
     finally:
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
+        drop_keys(url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "n": n,
@@ -203,6 +213,8 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
     then consolidate (`benchmarks/consolidation.py`, its own store); not written."""
     n, url = (2_000 if quick else 100_000), "redis://127.0.0.1:6379/0"
     namespaces = 20 if quick else 100
+    from benchmarks import consolidation  # it builds on this module's helpers
+
     res = measure(n, namespaces, 384, url)
     return res | {"consolidate": consolidation.measure(n, namespaces, 384, url)}
 

@@ -192,9 +192,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
     from datetime import UTC, datetime, timedelta
-    import numpy as np, tiermem, tiermem.consolidate
+    import numpy as np, tiermem, tiermem.consolidate_apply
     path, url, prefix, point, chunk = sys.argv[1:6]
-    tiermem.consolidate.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
+    tiermem.consolidate_apply.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
                           "moves.batch": 2, "moves.cold_batch": 2}})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 
-from tiermem import consolidate
+from tiermem import consolidate, consolidate_apply
 from tiermem.access import HitLog
 from tiermem.backends import Backends
 from tiermem.errors import TierMemError, ValidationError
@@ -90,7 +90,7 @@ class Lifecycle:
         started = time.perf_counter()
         if job == "consolidate":  # its own executor: writes memories, then moves (consolidate.py)
             cons = consolidate.plan(self.backends, self.policy, now)
-            worker = consolidate.Consolidator(
+            worker = consolidate_apply.Consolidator(
                 self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events
             )
             report = worker.run(cons, now)
