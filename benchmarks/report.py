@@ -284,7 +284,8 @@ def sec_tiers(r: dict[str, Any]) -> list[str]:
 def sec_lifecycle(r: dict[str, Any]) -> list[str]:
     lines = [
         f'`run("demote")` over N={r["n"]:,} memories, {r["namespaces"]} namespaces '
-        "(benchmarks/lifecycle.py).",
+        '(benchmarks/lifecycle.py); `run("consolidate")` over as many episodes in topics '
+        "of 10, on a store of its own (benchmarks/consolidation.py).",
         "",
         "| move | tiermem mem/s | limit | limit mem/s | ratio |",
         "|---|---:|---|---:|---:|",
