@@ -131,10 +131,7 @@ class HotTier:
         `namespaces` (each id's, when the caller just read the rows: a move)
         save the directory lookup, as in `touch`.
         """
-        if namespaces is None:
-            chunks = _chunks(list(dict.fromkeys(ids)))
-            return sum(self._delete_at(self._locate(chunk)) for chunk in chunks)
-        where = list(dict(zip(ids, namespaces, strict=True)).items())
+        where = self._where(ids, namespaces)
         return sum(self._delete_at(dict(where[i : i + BATCH])) for i in range(0, len(where), BATCH))
 
     def _delete_at(self, found: dict[str, str]) -> int:
@@ -165,7 +162,7 @@ class HotTier:
     def delete_later(self, ids: Sequence[str], namespaces: Sequence[str]) -> Later[int]:
         """`delete(ids, namespaces)`, sent now (a MULTI/EXEC per `BATCH` ids); `wait`
         for the count removed. Until then Redis deletes while the caller works."""
-        where = list(dict(zip(ids, namespaces, strict=True)).items())
+        where = self._where(ids, namespaces)
         sent: list[tuple[resp.Pending, list[str]]] = []
         try:
             for start in range(0, len(where), BATCH):
@@ -315,20 +312,19 @@ class HotTier:
             out.update(self._locate(chunk))
         return out
 
+    def _where(self, ids: Sequence[str], namespaces: Sequence[str] | None) -> list[tuple[str, str]]:
+        """(id, namespace) of each distinct id: as given (a caller that just read or
+        planned the rows knows them; an id not in its given namespace is then
+        simply not found), else from the directory (ids not held are left out)."""
+        if namespaces is not None:
+            return list(dict(zip(ids, namespaces, strict=True)).items())
+        return list(self.locate(ids).items())
+
     @guarded
     def get(self, ids: Sequence[str], namespaces: Sequence[str] | None = None) -> pa.Table:
-        """The rows of the ids held here, with current access stats.
-
-        `namespaces` (each id's, when the caller knows them: a planned move)
-        save the directory lookup, as in `touch`: an id not in its given
-        namespace is simply not found.
-        """
-        if namespaces is not None:
-            return self._fetch(list(dict(zip(ids, namespaces, strict=True)).items()))
-        pairs: list[tuple[str, str]] = []
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            pairs.extend(self._locate(chunk).items())
-        return self._fetch(pairs)
+        """The rows of the ids held here, with current access stats (`namespaces`:
+        as in `_where`)."""
+        return self._fetch(self._where(ids, namespaces))
 
     def fetch_later(
         self, ids: Sequence[str], namespaces: Sequence[str] | None = None
@@ -337,10 +333,7 @@ class HotTier:
         reads while the caller works). Without `namespaces` the directory lookup
         is made first, and waited for."""
         with redis_errors(self.url):
-            if namespaces is None:
-                pairs = list(self.locate(ids).items())
-            else:
-                pairs = list(dict(zip(ids, namespaces, strict=True)).items())
+            pairs = self._where(ids, namespaces)
             sent: list[resp.Pending] = []
             try:
                 for start in range(0, len(pairs), BATCH):
