@@ -57,9 +57,9 @@ def schema(dim: int) -> pa.Schema:
 
 
 COLUMNS: tuple[str, ...] = tuple(schema(1).names)
-_TIMES = tuple(n for n in COLUMNS if schema(1).field(n).type == TS)
-_PLAIN = tuple(n for n in COLUMNS if n not in _TIMES and n != "embedding")
-_FIELDS = tuple(Memory.model_fields)  # the order Memory's own constructor gives
+TIME_COLUMNS = tuple(n for n in COLUMNS if schema(1).field(n).type == TS)
+_PLAIN = tuple(n for n in COLUMNS if n not in TIME_COLUMNS and n != "embedding")
+MEMORY_FIELDS = tuple(Memory.model_fields)  # the order Memory's own constructor gives
 
 
 def dump_metadata(meta: dict[str, Any]) -> str:
@@ -144,7 +144,7 @@ def to_memories(
         return []
     mat = vectors(table)
     cols = {n: _values(table.column(n)) for n in _PLAIN}
-    for n in _TIMES:
+    for n in TIME_COLUMNS:
         cols[n] = datetimes(table.column(n))
     cols["metadata"] = [json.loads(x) for x in cols["metadata"]]
     if accessed_at is not None:
@@ -152,9 +152,9 @@ def to_memories(
         cols["access_count"] = [c + 1 for c in cols["access_count"]]
     cols["embedding"] = list(mat.copy())  # one copy; rows are views into it
     cols["tier"] = [tier] * table.num_rows
-    ordered = [cols[n] for n in _FIELDS]
+    ordered = [cols[n] for n in MEMORY_FIELDS]
     return [
-        Memory.trusted(dict(zip(_FIELDS, values, strict=True)))
+        Memory.trusted(dict(zip(MEMORY_FIELDS, values, strict=True)))
         for values in zip(*ordered, strict=True)
     ]
 

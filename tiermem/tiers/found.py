@@ -25,7 +25,7 @@ from tiermem.model import Memory, TierName
 from tiermem.tiers.arrow_rows import Getter, RowReader
 
 SCORE = "_score"
-_TIMES = frozenset(schema._TIMES)
+_TIMES = frozenset(schema.TIME_COLUMNS)
 _LOADED: set[str] = {"embedding", "tier"}  # set per result, not read from the payload
 _MAYBE_CONSTANT = ("namespace", "kind")
 
@@ -93,7 +93,7 @@ class MemoryReader:
         self.id, self.version = rows.getter("id"), rows.getter("version")
         self._fields = tuple(
             (f, _none if f in apart else _constant(table, f) or _converted(f, rows))
-            for f in schema._FIELDS
+            for f in schema.MEMORY_FIELDS
         )
 
     def fields(self, r: int) -> dict[str, Any]:
