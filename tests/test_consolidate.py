@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tiermem
 from tests.conftest import DIM, OpenStore, run_until_killed
@@ -144,6 +146,92 @@ def test_disabled_policy_and_pinned_episodes(open_store: OpenStore, tmp_path: Pa
     mem = open_store(tmp_path / "other", clock=FakeClock())
     vs = [add(mem, f"e{i}", near(unit(1), 0.1, 100 + i), 5, pinned=i == 0) for i in range(4)]
     assert {a.id for a in mem.plan("consolidate").actions} == set(vs[1:])
+
+
+def test_sources_already_in_sources_to_are_marked_in_place(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    """With ``sources_to: l1`` nothing moves: step (b) marks the sources where they
+    are (the moving ones are marked on the way instead), and a re-run is a no-op."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nkinds:\n  episodic:\n    consolidate: {sources_to: l1}\n")
+    mem = open_store(policy=str(policy), clock=FakeClock())
+    ids = seed_store(mem)
+    report = mem.run("consolidate")
+    assert (report.merged, report.moved, report.errors) == (7, 0, [])
+    for cluster in ("a", "b"):
+        got = [mem.get(i) for i in ids[cluster]]
+        assert {m.tier for m in got} == {"l1"} and all(m.version == 1 for m in got)
+        into = {m.metadata["consolidated_into"] for m in got}
+        assert len(into) == 1 and set(mem.get(into.pop()).source_ids) == set(ids[cluster])
+    again = mem.run("consolidate")
+    assert (again.merged, again.moved) == (0, 0) and len(semantic(mem)) == 2
+
+
+# -- the vectorised helpers, against the plain loops they replaced ----------------------------
+
+
+def _union_find(members: list[int], edges: list[tuple[int, int]]) -> list[list[int]]:
+    parent = {i: i for i in members}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        if a in parent and b in parent:
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in members:
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
+
+
+@given(
+    n=st.integers(1, 40),
+    pairs=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39)), max_size=80),
+    drop=st.sets(st.integers(0, 39)),
+)
+def test_components_match_a_union_find(
+    n: int, pairs: list[tuple[int, int]], drop: set[int]
+) -> None:
+    from tiermem.consolidate import _components
+
+    edges = [(a, b) for a, b in pairs if a < n and b < n]
+    members = [i for i in range(n) if i not in drop]
+    arrays = (np.array([a for a, _ in edges], np.int64), np.array([b for _, b in edges], np.int64))
+    assert _components(members, arrays) == _union_find(members, edges)
+
+
+@given(st.lists(st.lists(st.sampled_from("abcdefg"), max_size=6), min_size=1, max_size=8))
+def test_jaccards_match_the_set_formula(words: list[list[str]]) -> None:
+    from tiermem.summarize import _jaccards
+
+    sets = [set(w) for w in words]
+    want = [[len(a & b) / len(a | b) if a or b else 1.0 for b in sets] for a in sets]
+    assert np.array_equal(_jaccards(words), np.array(want))
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 29), min_size=1, max_size=6, unique=True), max_size=6),
+    st.floats(-1.0, 1.0),
+)
+def test_near_centre_matches_a_loop_per_group(groups: list[list[int]], t: float) -> None:
+    from tiermem.consolidate import _near_centre, _unit
+
+    vecs = _unit(np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32))
+    got = _near_centre(vecs, groups, t)
+    assert len(got) == len(groups)
+    for g, (kept, low, centre) in zip(groups, got, strict=True):
+        c = _unit(vecs[g].mean(axis=0))
+        sims = {i: float(vecs[i] @ c) for i in g}
+        assert np.allclose(centre, c, atol=1e-6)
+        assert low == pytest.approx(min(sims.values()), abs=1e-6)
+        assert kept == [i for i in g if sims[i] >= t] or any(
+            abs(v - t) < 1e-6 for v in sims.values()
+        )
 
 
 def test_summarizers(mem: tiermem.Engine) -> None:

@@ -17,14 +17,15 @@ consolidated before):
    from all its sources and the embedding re-averaged.
 4. **cluster**: the rest are linked to their top-`NEIGHBOURS` neighbours
    with cosine >= ``similarity`` (exact numpy in row chunks up to
-   `EXACT_MAX` candidates, a throwaway usearch HNSW index above, the
-   pairs' cosines always recomputed exactly), so the cost is O(n·k), not
-   O(n²) pairs; union-find gives components. A component keeps the
-   members whose cosine to its centroid (the normalised mean) is >=
-   ``similarity`` (this stops single-link chains); the dropped members go
-   back to the pool, and components of >= ``min_cluster`` become clusters.
-   Left-over candidates then join a new cluster whose centroid they reach
-   (repeated until nothing changes, so a re-run finds nothing to join).
+   `EXACT_MAX` candidates, a throwaway usearch HNSW index above, whose
+   pairs' cosines are recomputed exactly), so the cost is O(n·k), not
+   O(n²) pairs; connected components follow (label propagation in numpy).
+   A component keeps the members whose cosine to its centroid (the
+   normalised mean) is >= ``similarity`` (this stops single-link chains);
+   the dropped members go back to the pool, and components of >=
+   ``min_cluster`` become clusters. Left-over candidates then join a new
+   cluster whose centroid they reach (repeated until nothing changes, so a
+   re-run finds nothing to join).
 5. **write**: each cluster becomes one ``into`` memory (semantic): text from
    the `Summarizer` plus "(from N episodes, first – last)", embedding = the
    normalised mean of the sources, importance = the max of the sources (a
@@ -37,27 +38,33 @@ consolidated before):
 cluster the order is (failpoints in brackets):
 (a) write the semantic memory, or the grown version of an existing one,
 with its full ``source_ids`` in one durable tier put [consolidate.written];
-(b) put each source with ``consolidated_into`` set, in its tier
-[consolidate.marked]; (c) move the sources with the journaled `Mover`
-[consolidate.moved], gathered over clusters into the Mover's batches (one
-move per cluster wrote one L3 file per cluster: 10,000 files for 100k
-episodes in topics of 10). A crash before (a) completes changes nothing visible
-(a tier put is atomic: one MULTI/EXEC, one fsynced segment, one manifest
-commit), so the re-run redoes the cluster. After (a), the written memory is
-complete (never half-made: one atomic row) and its ``source_ids`` cover the
-cluster, so the re-run's step 1 finds every unmarked source there and only
-marks and moves it: no second memory, no episode consolidated twice. After
-(b), marked sources are never candidates again, and step 1 moves those not
-yet in ``sources_to``. A crash inside (c) is the Mover's: its journal is
-replayed on open, every row stays in exactly one tier. Episodes are never
-deleted, only moved, so none is lost. (Step 1 reads consolidated memories
-in L1/L2 only: a run that crashed after (a) is assumed to be re-run before
-its new memory is demoted.)
+(b) mark the sources ``consolidated_into`` it: those already in
+``sources_to`` by a put in their tier [consolidate.marked], the others in
+(c), as they move: the journaled `Mover` writes them to ``sources_to``
+with the mark set (``Mover.move(patch=)``, same version) [consolidate.moved].
+Moves are gathered over clusters into the Mover's batches (one move per
+cluster wrote one L3 file per cluster: 10,000 files for 100k episodes in
+topics of 10), and marking on the way spares a second write of every
+source (a put per source before its move was a fifth of a run).
+
+A crash before (a) completes changes nothing visible (a tier put is
+atomic: one MULTI/EXEC, one fsynced segment, one manifest commit), so the
+re-run redoes the cluster. After (a), the written memory is complete
+(never half-made: one atomic row) and its ``source_ids`` cover the
+cluster, so the re-run's step 1 finds every source not yet in
+``sources_to`` there, and only marks and moves it: no second memory, no
+episode consolidated twice. A crash inside (c) is the Mover's: its journal
+is replayed on open and every row stays in exactly one tier; where both
+copies survived, recovery keeps the hotter, unmarked one (equal
+versions), which step 1 then finishes. Episodes are never deleted, only
+moved, so none is lost. (Step 1 reads consolidated memories in L1/L2
+only: a run that crashed after (a) is assumed to be re-run before its new
+memory is demoted.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,6 +72,7 @@ import numpy as np
 
 from tiermem import schema
 from tiermem.backends import Backends
+from tiermem.lifecycle.planned import EventRow, LazyActions, action
 from tiermem.lifecycle.policy import ConsolidateRules, Policy
 from tiermem.model import KINDS, Action, Memory
 from tiermem.moves import winner
@@ -79,6 +87,7 @@ __all__ = [
     "CallableSummarizer",
     "Consolidation",
     "ExtractiveSummarizer",
+    "Merges",
     "Summarizer",
     "plan",
     "span_note",
@@ -104,6 +113,7 @@ class Work:
     sources: list[Memory]  # episodes to fold in (grow/new) or to mark and move (finish)
     target: Memory | None = None  # the consolidated memory (grow/finish)
     reasons: dict[str, str] = field(default_factory=dict)  # source id -> why
+    centre: np.ndarray | None = None  # a new cluster's centroid, as the plan found it
 
 
 @dataclass
@@ -115,11 +125,29 @@ class Consolidation:
 
     @property
     def actions(self) -> list[Action]:
-        return [
-            Action(id=s.id, namespace=w.namespace, action="merge", src=s.tier,
-                   dst=w.rules.sources_to, reason=w.reasons[s.id])
-            for w in self.work for s in w.sources
+        return list(Merges(self.work))
+
+
+class Merges(LazyActions):
+    """The merge actions of work units, as event rows (`EventLog.append` writes
+    them without an `Action` per source) or, on demand, as `Action`s."""
+
+    def __init__(self, work: Sequence[Work]) -> None:
+        self.rows: list[EventRow] = [
+            (s.id, w.namespace, "merge", s.tier, w.rules.sources_to, w.reasons[s.id])
+            for w in work for s in w.sources
         ]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _at(self, i: int) -> Action:
+        id_, ns, verb, src, dst, reason = self.rows[i]
+        return action(id_, ns, verb, src, dst, reason)  # type: ignore[arg-type]
+
+    def action_rows(self) -> Iterator[EventRow]:
+        """Each action's fields, for the events log."""
+        return iter(self.rows)
 
 
 def _unit(mat: np.ndarray) -> np.ndarray:
@@ -221,48 +249,63 @@ def _best(pool: Sequence[Memory], mat: np.ndarray) -> list[tuple[int, float]]:
     return out
 
 
-def _edges(vecs: np.ndarray, t: float) -> list[tuple[int, int]]:
-    """Pairs (i, j) among the top-NEIGHBOURS of each row with exact cosine >= t."""
+def _edges(vecs: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a[i], b[i]) among the top-NEIGHBOURS of each row with exact cosine >= t."""
     n = len(vecs)
     k = min(NEIGHBOURS + 1, n)
     if n <= EXACT_MAX:
         nbrs = np.empty((n, k), dtype=np.int64)
+        sims = np.empty((n, k), dtype=np.float32)
         for start in range(0, n, CHUNK):
-            sims = vecs[start : start + CHUNK] @ vecs.T
-            nbrs[start : start + len(sims)] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            part = vecs[start : start + CHUNK] @ vecs.T
+            top = np.argpartition(-part, k - 1, axis=1)[:, :k]
+            nbrs[start : start + len(part)] = top
+            sims[start : start + len(part)] = np.take_along_axis(part, top, axis=1)
     else:
         from usearch.index import Index
 
         index = Index(ndim=vecs.shape[1], metric="cos")
         index.add(np.arange(n), vecs)
         nbrs = np.asarray(index.search(vecs, k).keys, dtype=np.int64)
+        sims = None  # recomputed exactly below: HNSW distances are approximate
     rows = np.repeat(np.arange(n), k)
     cols = nbrs.reshape(-1)
     ok = (cols >= 0) & (cols < n) & (cols != rows)
     rows, cols = rows[ok], cols[ok]
-    sims = np.einsum("ij,ij->i", vecs[rows], vecs[cols])  # exact, whatever found them
-    keep = sims >= t
-    return list(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
+    exact = np.einsum("ij,ij->i", vecs[rows], vecs[cols]) if sims is None else sims.reshape(-1)[ok]
+    keep = exact >= t
+    return rows[keep], cols[keep]
 
 
-def _components(members: list[int], edges: list[tuple[int, int]]) -> list[list[int]]:
-    parent = {i: i for i in members}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in edges:
-        if a in parent and b in parent:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for i in members:
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+def _components(members: list[int], edges: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
+    """The connected components among `members` (ascending) by `edges`, each
+    ascending, ordered by their smallest member. Labels propagate as the
+    smallest index reachable, with pointer jumping: a few numpy passes for
+    clusters of any shape (a Python union-find was a tenth of consolidation)."""
+    if not members:
+        return []
+    idx = np.asarray(members, dtype=np.int64)
+    inside = np.zeros(max(members) + 1, dtype=bool)
+    inside[idx] = True
+    a, b = edges
+    both = (a < len(inside)) & (b < len(inside))
+    a, b = a[both], b[both]
+    both = inside[a] & inside[b]
+    a, b = a[both], b[both]
+    labels = np.arange(len(inside), dtype=np.int64)
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        new = labels.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]  # jump: a label's own label is smaller or equal
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    mine = labels[idx]
+    order = np.argsort(mine, kind="stable")
+    cuts = np.flatnonzero(np.diff(mine[order])) + 1
+    return [part.tolist() for part in np.split(idx[order], cuts)]
 
 
 def _clusters(ns: str, rules: ConsolidateRules, pool: list[Memory]) -> list[Work]:
@@ -275,42 +318,55 @@ def _clusters(ns: str, rules: ConsolidateRules, pool: list[Memory]) -> list[Work
     free = list(range(len(pool)))
     found: list[list[int]] = []
     while True:
-        made = False
-        for comp in _components(free, edges):
-            if len(comp) < need:
-                continue
-            c = _unit(vecs[comp].mean(axis=0))
-            kept = [i for i in comp if float(vecs[i] @ c) >= t]
-            if len(kept) >= need:
-                found.append(kept)
-                made = True
+        big = [c for c in _components(free, edges) if len(c) >= need]
+        made = [kept for kept, _, _ in _near_centre(vecs, big, t) if len(kept) >= need]
         if not made:
             break
-        taken = {i for cl in found for i in cl}
+        found += made
+        taken = {i for cl in made for i in cl}
         free = [i for i in free if i not in taken]
     # left-over candidates join a new cluster whose centroid they reach, until stable
-    taken = {i for cl in found for i in cl}
+    left = np.asarray(free, dtype=np.int64)
     for _ in range(10):
-        if not found:
+        if not found or not len(left):
             break
-        cents = _unit(np.stack([vecs[cl].mean(axis=0) for cl in found]))
-        moved = False
-        for i in [i for i in range(len(pool)) if i not in taken]:
-            sims = cents @ vecs[i]
-            j = int(sims.argmax())
-            if sims[j] >= t:
-                found[j].append(i)
-                taken.add(i)
-                moved = True
-        if not moved:
+        cents = _unit(np.stack([vecs[cl].sum(axis=0) for cl in found]))
+        sims = vecs[left] @ cents.T
+        best = sims.argmax(axis=1)
+        joins = sims[np.arange(len(left)), best] >= t
+        if not joins.any():
             break
+        for i, j in zip(left[joins].tolist(), best[joins].tolist(), strict=True):
+            found[j].append(i)
+        left = left[~joins]
     out = []
     for cl in found:
-        cl.sort(key=lambda i: (pool[i].created_at, pool[i].id))
-        c = _unit(vecs[cl].mean(axis=0))
-        low = min(float(vecs[i] @ c) for i in cl)
+        cl.sort()  # pool is oldest first
+    for cl, (_, low, centre) in zip(found, _near_centre(vecs, found, -2.0), strict=True):
         why = f"cluster of {len(cl)} episodes, min similarity {low:.2f} >= {t:g}"
-        w = Work("new", ns, rules, [pool[i] for i in cl])
+        w = Work("new", ns, rules, [pool[i] for i in cl], centre=centre)
         w.reasons = {pool[i].id: why for i in cl}
         out.append(w)
     return out
+
+
+def _near_centre(
+    vecs: np.ndarray, groups: list[list[int]], t: float
+) -> list[tuple[list[int], float, np.ndarray]]:
+    """Per group of rows: the members whose cosine to the group's centroid (its
+    normalised mean) is >= t, the lowest member's cosine, and the centroid; all
+    groups in a few numpy calls."""
+    if not groups:
+        return []
+    sizes = np.array([len(g) for g in groups])
+    flat = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    cents = _unit(np.add.reduceat(vecs[flat], starts, axis=0))
+    sims = np.einsum("ij,ij->i", vecs[flat], np.repeat(cents, sizes, axis=0))
+    lows = np.minimum.reduceat(sims, starts)
+    ok = sims >= t
+    ends = (starts + sizes).tolist()
+    return [
+        (flat[a:b][ok[a:b]].tolist(), float(low), centre)
+        for a, b, low, centre in zip(starts.tolist(), ends, lows, cents, strict=True)
+    ]

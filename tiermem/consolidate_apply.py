@@ -4,18 +4,22 @@ The order per cluster, and why a crash at any point converges, is in the
 `tiermem.consolidate` module doc. Here the order holds per cluster while the
 work is batched: steps (a) and (b) over chunks of clusters holding
 `CHUNK_SOURCES` sources (one put per tier each), step (c) in the Mover's
-batches across clusters.
+batches across clusters, marking the sources as they move (`_Moves.patch`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiermem import records, schema
 from tiermem.backends import Backends
@@ -23,6 +27,7 @@ from tiermem.consolidate import (
     CONSOLIDATED_INTO,
     MAX_SUMMARY_CHARS,
     Consolidation,
+    Merges,
     Work,
     centroid,
 )
@@ -31,7 +36,7 @@ from tiermem.events import EventLog
 from tiermem.failpoints import failpoint
 from tiermem.lifecycle.policy import Policy
 from tiermem.model import TIERS, JobReport, Memory, MemoryIn, TierName
-from tiermem.moves import Mover
+from tiermem.moves import Mover, Patch
 from tiermem.summarize import Summarizer, cut_text, span_note
 
 log = logging.getLogger("tiermem.consolidate")
@@ -58,26 +63,26 @@ class Consolidator:
         if callable(start):
             start()
         made = grown = 0
-        moves, done = _Moves(), Consolidation([])
+        moves, done = _Moves(now), []
         for chunk in _chunks(cons.work, CHUNK_SOURCES):
             try:
                 targets = self._write_all(chunk, now)
-                self._mark_all(chunk, targets, now)
+                self._mark_staying(chunk, targets, now)
             except TierMemError as exc:  # one chunk failing does not stop the others
                 report.errors.append(f"{type(exc).__name__}: {exc}")
                 log.error(
                     "consolidate: %d units in %s failed: %s", len(chunk), chunk[0].namespace, exc
                 )
                 continue
-            for w in chunk:
+            for w, target in zip(chunk, targets, strict=True):
                 made += w.op == "new"
                 grown += w.op == "grow"
                 report.merged += len(w.sources) if w.op != "finish" else 0
-                moves.add(w)
-                done.work.append(w)
-            if self._move(moves.full(self.mover.batch_for), report):  # events with the moves:
-                done = self._log(done, report.run, now)  # one fsync a batch, not a unit
-        self._move(moves.all(), report)
+                moves.add(w, target)
+                done.append(w)
+            if self._move(moves.full(self.mover.batch_for), moves.patch, report):
+                done = self._log(done, report.run, now)  # with the moves: one fsync a batch
+        self._move(moves.all(), moves.patch, report)
         self._log(done, report.run, now)
         report.notes.append(f"made {made} {'memory' if made == 1 else 'memories'}, grew {grown}")
         return report
@@ -86,25 +91,33 @@ class Consolidator:
         """Step (a) for a chunk of units: each one's consolidated memory, durable
         (the new ones in one put per tier: each row is written whole or not at
         all, which is all the crash order needs); returns their ids."""
-        targets: list[str] = []
-        new: dict[TierName, list[pa.Table]] = {}
+        targets: list[str | None] = []
+        new: dict[TierName, _NewRows] = {}
         for w in chunk:
-            target, table = self._write(w, now)
+            target = self._write(w, now)
+            if target is None:  # a new memory: its row is built with the others of its tier
+                tier = self.policy.for_kind(w.rules.into).place
+                new.setdefault(tier, _NewRows()).add(self._new_item(w), [m.id for m in w.sources])
             targets.append(target)
-            if table is not None:
-                new.setdefault(self.policy.for_kind(w.rules.into).place, []).append(table)
-        for tier, tables in new.items():
-            self.backends.tiers[tier].put(pa.concat_tables(tables))
+        made: dict[TierName, Iterator[str]] = {}
+        for tier, rows in new.items():
+            table = rows.table(now, self.dim)
+            self.backends.tiers[tier].put(table)
+            made[tier] = iter(table.column("id").to_pylist())
         failpoint("consolidate.written")
-        return targets
+        return [
+            t if t is not None else next(made[self.policy.for_kind(w.rules.into).place])
+            for w, t in zip(chunk, targets, strict=True)
+        ]
 
-    def _mark_all(self, chunk: list[Work], targets: list[str], now: datetime) -> None:
-        """Step (b) for a chunk: mark every source `consolidated_into` its unit's
-        memory, in one put per tier."""
+    def _mark_staying(self, chunk: list[Work], targets: list[str], now: datetime) -> None:
+        """Step (b) for the sources already in their unit's `sources_to` (they do not
+        move): mark each `consolidated_into` its unit's memory, one put per tier.
+        The sources that move are marked on the way (`_Moves.patch`)."""
         by_tier: dict[TierName, list[Memory]] = {}
         for w, target in zip(chunk, targets, strict=True):
             for m in w.sources:
-                if m.metadata.get(CONSOLIDATED_INTO) != target:
+                if m.tier == w.rules.sources_to and m.metadata.get(CONSOLIDATED_INTO) != target:
                     meta = {**m.metadata, CONSOLIDATED_INTO: target}
                     by_tier.setdefault(m.tier, []).append(
                         records.edited(m, {"metadata": meta}, now, bump=False)
@@ -113,50 +126,39 @@ class Consolidator:
             self.backends.tiers[tier].put(schema.from_memories(self.dim, marked))
         failpoint("consolidate.marked")
 
-    def _write(self, w: Work, now: datetime) -> tuple[str, pa.Table | None]:
-        """Step (a) of one unit: its memory's id, and for a new memory its row (the
-        caller puts it); a grown version is put here (it replaces a row in place)."""
+    def _write(self, w: Work, now: datetime) -> str | None:
+        """Step (a) of one unit: its memory's id; None for a new memory, whose row
+        the caller builds and puts (`_new_item`). A grown version is put here (it
+        replaces a row in place)."""
         if w.op == "finish":
             assert w.sources
             into = w.sources[0].metadata.get(CONSOLIDATED_INTO)
-            return (str(into) if into is not None else (w.target.id if w.target else "")), None
-        sources = list(w.sources)
-        if w.op == "grow":
-            assert w.target is not None
-            known = self._fetch(
-                [i for i in w.target.source_ids if i not in {s.id for s in sources}]
-            )
-            sources = sorted([*known, *sources], key=lambda m: (m.created_at, m.id))
-        text = self._summary(sources)
-        vec = centroid(sources)
-        importance = max(m.importance for m in sources)
-        ids = [m.id for m in sources]
-        meta = {
-            "consolidated_from": len(sources),
-            "first_at": sources[0].created_at.isoformat(),
-            "last_at": sources[-1].created_at.isoformat(),
+            return str(into) if into is not None else (w.target.id if w.target else "")
+        if w.op == "new":
+            return None
+        assert w.target is not None
+        old, ids = w.target, {s.id for s in w.sources}
+        known = self._fetch([i for i in old.source_ids if i not in ids])
+        sources = sorted([*known, *w.sources], key=lambda m: (m.created_at, m.id))
+        changes = {
+            "text": self._summary(sources),
+            "embedding": centroid(sources),
+            "source_ids": list(dict.fromkeys([*old.source_ids, *(m.id for m in sources)])),
+            "importance": max(old.importance, *(m.importance for m in sources)),
+            "metadata": {**old.metadata, **_span(sources)},
         }
-        if w.op == "grow":
-            assert w.target is not None
-            old = w.target
-            changes = {
-                "text": text,
-                "embedding": vec,
-                "source_ids": list(dict.fromkeys([*old.source_ids, *ids])),
-                "importance": max(old.importance, importance),
-                "metadata": {**old.metadata, **meta},
-            }
-            new = records.edited(old, changes, now, bump=True)
-            self.backends.tiers[old.tier].put(schema.from_memories(self.dim, [new]))
-            return new.id, None
-        item = MemoryIn(
-            text=text, namespace=w.namespace, kind=w.rules.into, metadata=meta,
-            importance=importance, embedding=vec,
+        new = records.edited(old, changes, now, bump=True)
+        self.backends.tiers[old.tier].put(schema.from_memories(self.dim, [new]))
+        return new.id
+
+    def _new_item(self, w: Work) -> MemoryIn:
+        """The consolidated memory of a new cluster (module doc, step 5)."""
+        sources = w.sources  # oldest first (the plan sorts them)
+        return MemoryIn(
+            text=self._summary(sources), namespace=w.namespace, kind=w.rules.into,
+            metadata=_span(sources), importance=max(m.importance for m in sources),
+            embedding=centroid(sources) if w.centre is None else w.centre,
         )  # fmt: skip
-        table = records.new_rows([item], vec[None, :], now, self.dim)
-        col = pa.array([ids], schema.schema(self.dim).field("source_ids").type)
-        table = table.set_column(table.schema.get_field_index("source_ids"), "source_ids", col)
-        return str(table["id"][0].as_py()), table
 
     def _summary(self, sources: Sequence[Memory]) -> str:
         texts = [m.text for m in sources]
@@ -177,25 +179,35 @@ class Consolidator:
             todo = [i for i in todo if i not in seen]
         return out
 
-    def _log(self, done: Consolidation, run: str, now: datetime) -> Consolidation:
-        """Log the actions of the units `done`; returns an empty one for the next."""
-        self.events.append(run, "consolidate", now, done.actions)
-        return Consolidation([])
+    def _log(self, done: list[Work], run: str, now: datetime) -> list[Work]:
+        """Log the actions of the units `done`; returns an empty list for the next."""
+        self.events.append(run, "consolidate", now, Merges(done))
+        return []
 
-    def _move(self, batches: list[Waiting], report: JobReport) -> bool:
-        """Step (c), for many units at once: a move per cluster wrote one L3 file
-        per cluster. Marked sources not yet moved are safe: a re-run's step 1
-        moves them (module doc), so a failed move is reported, not retried.
+    def _move(self, batches: list[Waiting], patch: Patch, report: JobReport) -> bool:
+        """Step (c), for many units at once (a move per cluster wrote one L3 file
+        per cluster), marking the sources on the way (`patch`). Sources not yet
+        moved are safe: a re-run's step 1 finds them in their memory's
+        `source_ids` (module doc), so a failed move is reported, not retried.
         Returns whether there was anything to move."""
         for src, dst, ms in batches:
             try:
                 ids, nss = [m.id for m in ms], [m.namespace for m in ms]
-                report.moved += self.mover.move(src, dst, ids, namespaces=nss)
+                report.moved += self.mover.move(src, dst, ids, namespaces=nss, patch=patch)
                 failpoint("consolidate.moved")
             except TierMemError as exc:
                 report.errors.append(f"{type(exc).__name__}: {exc}")
                 log.error("consolidate: moving %d sources %s -> %s: %s", len(ms), src, dst, exc)
         return bool(batches)
+
+
+def _span(sources: Sequence[Memory]) -> dict[str, Any]:
+    """A consolidated memory's metadata: how many episodes, first and last (oldest first)."""
+    return {
+        "consolidated_from": len(sources),
+        "first_at": sources[0].created_at.isoformat(),
+        "last_at": sources[-1].created_at.isoformat(),
+    }
 
 
 def _chunks(work: list[Work], sources: int) -> Iterator[list[Work]]:
@@ -212,22 +224,46 @@ def _chunks(work: list[Work], sources: int) -> Iterator[list[Work]]:
         yield chunk
 
 
+class _NewRows:
+    """New consolidated memories of one tier, built as one table."""
+
+    def __init__(self) -> None:
+        self.items: list[MemoryIn] = []
+        self.sources: list[list[str]] = []
+
+    def add(self, item: MemoryIn, source_ids: list[str]) -> None:
+        self.items.append(item)
+        self.sources.append(source_ids)
+
+    def table(self, now: datetime, dim: int) -> pa.Table:
+        vecs = np.stack([np.asarray(m.embedding, np.float32) for m in self.items])
+        table = records.new_rows(self.items, vecs, now, dim)
+        col = pa.array(self.sources, schema.schema(dim).field("source_ids").type)
+        return table.set_column(table.schema.get_field_index("source_ids"), "source_ids", col)
+
+
 Waiting = tuple[TierName, TierName, list[Memory]]  # (source tier, destination, sources)
 
 
 class _Moves:
-    """Marked sources waiting for step (c), by (source tier, destination)."""
+    """Sources waiting for step (c), by (source tier, destination), and the mark
+    each gets as it moves (`patch`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
         self.waiting: dict[tuple[TierName, TierName], list[Memory]] = {}
+        self.marks: dict[str, str] = {}  # source id -> the memory it is consolidated into
 
-    def add(self, w: Work) -> None:
+    def add(self, w: Work, target: str) -> None:
+        """`w`'s sources that move (those already in `sources_to` were marked in place)."""
         for m in w.sources:
+            if m.tier == w.rules.sources_to:
+                continue
             self.waiting.setdefault((m.tier, w.rules.sources_to), []).append(m)
+            if m.metadata.get(CONSOLIDATED_INTO) != target:
+                self.marks[m.id] = target
 
-    def full(
-        self, size_for: Callable[[TierName], int]
-    ) -> list[tuple[TierName, TierName, list[Memory]]]:
+    def full(self, size_for: Callable[[TierName], int]) -> list[Waiting]:
         """The (src, dst, sources) holding at least a move batch, taken out."""
         ready = [key for key, ms in self.waiting.items() if len(ms) >= size_for(key[1])]
         return [(*key, self.waiting.pop(key)) for key in ready]
@@ -237,3 +273,30 @@ class _Moves:
         out = [(*key, ms) for key, ms in self.waiting.items()]
         self.waiting = {}
         return out
+
+    def patch(self, rows: pa.Table) -> pa.Table:
+        """`rows` with each source's `consolidated_into` set (and `updated_at` now),
+        as `records.edited(..., bump=False)` would: the version stays."""
+        ids = rows.column("id").to_pylist()
+        touched = [i in self.marks for i in ids]
+        if not any(touched):
+            return rows
+        metas = rows.column("metadata").to_pylist()
+        made: dict[tuple[str, str], str] = {}  # a cluster's sources share their metadata
+        for at, id_ in enumerate(ids):
+            if touched[at]:
+                key = (metas[at], self.marks[id_])
+                metas[at] = made.get(key) or made.setdefault(key, _marked(*key))
+        now = pa.scalar(self.now, schema.TS)
+        updated = pc.if_else(pa.array(touched), now, rows.column("updated_at"))
+        rows = _set(rows, "metadata", pa.array(metas, pa.string()))
+        return _set(rows, "updated_at", updated)
+
+
+def _marked(meta: str, into: str) -> str:
+    """Metadata JSON `meta` with `consolidated_into` set to `into`."""
+    return schema.dump_metadata({**json.loads(meta), CONSOLIDATED_INTO: into})
+
+
+def _set(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    return rows.set_column(rows.schema.get_field_index(name), name, values)

@@ -29,7 +29,7 @@ COMPACT_STEPS = (
 # Consolidation (tiermem/consolidate.py), per cluster; also kept out of STEPS.
 CONSOLIDATE_STEPS = (
     "consolidate.written",  # semantic memory durable, sources not yet marked
-    "consolidate.marked",  # sources marked consolidated_into, not yet moved
+    "consolidate.marked",  # sources staying in place marked, the others not yet moved
     "consolidate.moved",  # sources moved to sources_to
 )
 _hits: Counter[str] = Counter()

@@ -58,6 +58,8 @@ from tiermem.tiers.hot import HotTier
 from tiermem.tiers.hot_redis import Later
 
 Batch = tuple[Sequence[str], Sequence[str] | None]  # ids, and each one's namespace if known
+# rows -> the same rows (ids and versions unchanged) as they are to enter the destination
+Patch = Callable[[pa.Table], pa.Table]
 Done = Callable[[int, int], None]  # (batch number, memories moved), as a batch finishes
 # a batch's number, rows moved, journal entry, and its delete from the source under way
 Deleting = tuple[int, int, Path, Later[int]]
@@ -151,6 +153,7 @@ class Mover:
         *,
         cut: Sequence[int] | None = None,
         each: Done | None = None,
+        patch: Patch | None = None,
     ) -> int:
         """Move the ids held in `src` to `dst`; returns how many moved.
 
@@ -160,6 +163,12 @@ class Mover:
         those consecutive batches, in order, instead of the mover's own; `each(i,
         moved)` is called as batch i finishes (its source copy deleted). A job
         passes both: it logs events per batch, as each is done.
+
+        `patch` edits the rows on their way into `dst` (consolidation marks its
+        sources so, instead of a put of each source before its move). It must
+        keep each row's id and version: a crash between the copy and the delete
+        leaves two copies of one version, recovery keeps the hotter (unpatched)
+        one, and the caller must be able to patch it again on a later run.
         """
         if src == dst:
             return 0
@@ -168,10 +177,10 @@ class Mover:
         else:
             batches = _cut(ids, namespaces, cut)
         if isinstance(self.tiers[src], HotTier):
-            return self._move_from_hot(src, dst, batches, each or _ignore)
+            return self._move_from_hot(src, dst, batches, each or _ignore, patch)
         moved = 0
         for i, (chunk, _) in enumerate(batches):
-            n = self._move_batch(src, dst, chunk)
+            n = self._move_batch(src, dst, chunk, patch)
             (each or _ignore)(i, n)
             moved += n
         return moved
@@ -196,24 +205,30 @@ class Mover:
             batches.append((chunk, None if where is None else [where[i] for i in chunk]))
         return batches
 
-    def _move_batch(self, src: TierName, dst: TierName, ids: Sequence[str]) -> int:
+    def _move_batch(
+        self, src: TierName, dst: TierName, ids: Sequence[str], patch: Patch | None = None
+    ) -> int:
         entry = self.journal.begin(src, dst, ids)
         failpoint("move.journaled")
         rows = self.tiers[src].get(ids)
         if rows.num_rows:
-            self.tiers[dst].put(self._stamped(rows))  # durable before the source goes
+            self.tiers[dst].put(self._entering(rows, patch))  # durable before the source goes
             failpoint("move.copied")
             self.tiers[src].delete(rows.column("id").to_pylist())
             failpoint("move.deleted")
         entry.unlink()
         return int(rows.num_rows)
 
-    def _stamped(self, rows: pa.Table) -> pa.Table:
-        """`rows` entering their new tier now (`tiered_at`)."""
+    def _entering(self, rows: pa.Table, patch: Patch | None) -> pa.Table:
+        """`rows` as they enter their new tier now: patched, and `tiered_at` stamped."""
+        if patch is not None:
+            rows = patch(rows)
         at = pa.array([self.clock()] * rows.num_rows, schema.TS)
         return rows.set_column(rows.schema.get_field_index("tiered_at"), "tiered_at", at)
 
-    def _move_from_hot(self, src: TierName, dst: TierName, batches: list[Batch], each: Done) -> int:
+    def _move_from_hot(
+        self, src: TierName, dst: TierName, batches: list[Batch], each: Done, patch: Patch | None
+    ) -> int:
         """`_move_batch` of each batch out of L1, with Redis working alongside: the
         next batch's rows are read while this one is written to `dst`, and a
         batch's delete runs while the next one is written (module doc)."""
@@ -231,7 +246,7 @@ class Mover:
                 if i + 1 < len(batches):  # a read changes nothing: no journal needed yet
                     reads = tier.fetch_later(*batches[i + 1])
                 if rows.num_rows:
-                    self.tiers[dst].put(self._stamped(rows))  # durable before the source goes
+                    self.tiers[dst].put(self._entering(rows, patch))  # durable before src goes
                     failpoint("move.copied")
                 done, deleting = deleting, None
                 self._deleted(done, each)  # Redis ran it while `dst` was written

@@ -146,7 +146,7 @@ def to_memories(
     cols = {n: _values(table.column(n)) for n in _PLAIN}
     for n in TIME_COLUMNS:
         cols[n] = datetimes(table.column(n))
-    cols["metadata"] = [json.loads(x) for x in cols["metadata"]]
+    cols["metadata"] = [{} if x == "{}" else json.loads(x) for x in cols["metadata"]]
     if accessed_at is not None:
         cols["last_accessed_at"] = [accessed_at] * table.num_rows
         cols["access_count"] = [c + 1 for c in cols["access_count"]]
@@ -168,15 +168,21 @@ def datetimes(col: pa.ChunkedArray) -> list[datetime | None]:
     """A timestamp column as aware datetimes (None for nulls).
 
     Arrow's own tz-aware conversion costs ~4 µs a value; going through
-    int64 microseconds costs ~0.3 µs, which matters on every search.
+    int64 microseconds costs ~0.3 µs, which matters on every search. Equal
+    values share one (immutable) datetime: rows added in one batch share
+    their times, so a bulk read converts each time once.
     """
     if col.null_count == len(col):  # e.g. expires_at, mostly unset
         return [None] * len(col)
     us = col.to_numpy().astype(np.int64).tolist()
+    memo: dict[int, datetime] = {}
     if col.null_count == 0:
-        return [from_us(x) for x in us]
+        return [memo.get(x) or memo.setdefault(x, from_us(x)) for x in us]
     valid = col.is_valid().to_pylist()
-    return [from_us(x) if ok else None for x, ok in zip(us, valid, strict=True)]
+    return [
+        (memo.get(x) or memo.setdefault(x, from_us(x))) if ok else None
+        for x, ok in zip(us, valid, strict=True)
+    ]
 
 
 def concat(tables: Iterable[pa.Table], dim: int) -> pa.Table:

@@ -36,7 +36,7 @@ def action(
     return _instance(Action, values, set(_ACTION_FIELDS))
 
 
-class _Actions(Sequence[Action]):
+class LazyActions(Sequence[Action]):
     """A sequence of `Action`s built on demand by `_at` (a non-negative index)."""
 
     @overload
@@ -59,7 +59,7 @@ class _Actions(Sequence[Action]):
 
 
 @dataclass(frozen=True, eq=False)
-class Moves(_Actions):
+class Moves(LazyActions):
     """Moves of memories of one namespace from `src` to `dst`, each with its reason."""
 
     namespace: str
@@ -91,7 +91,7 @@ class Moves(_Actions):
 
 
 @dataclass(frozen=True, eq=False)
-class Planned(_Actions):
+class Planned(LazyActions):
     """A plan's moves: `Moves` one after another, as one sequence of actions."""
 
     parts: list[Moves]
