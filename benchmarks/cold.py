@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def compare(
 ) -> dict[str, Any]:
     """Both sides interleaved, one warm-up each; ratio = engine median / baseline median."""
     engine(0), base(0)
-    te, tb = [], []
+    te: list[float] = []
+    tb: list[float] = []
     for r in range(repeats):
         for fn, into in ((engine, te), (base, tb)):
             t0 = time.perf_counter()
@@ -82,6 +84,17 @@ def compare(
             into.append(time.perf_counter() - t0)
     e, b = stats(te), stats(tb)
     return {"engine": e, "baseline": b, "ratio": e["median_ms"] / b["median_ms"]}
+
+
+def _searcher(
+    tier: ColdTier, ns: str, qs: np.ndarray, flt: Filter | None = None
+) -> Callable[[int], object]:
+    """Search r: tier's top-10 of namespace `ns` for query `qs[r]`."""
+    return lambda r: tier.search(ns, qs[r], 10, flt or Filter())
+
+
+def _get_one(tier: ColdTier, ids: list[str], r: int) -> object:
+    return tier.get([ids[r]])
 
 
 def timed(fn: Callable[[int], object], repeats: int) -> dict[str, float]:
@@ -102,7 +115,7 @@ def literal(q: np.ndarray) -> str:
 
 
 def open_engine(path: Path, url: str, prefix: str, **l3: Any) -> tiermem.Engine:
-    overrides = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": DIM}
+    overrides: dict[str, Any] = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": DIM}
     overrides |= {f"l3.{k}": v for k, v in l3.items()}
     return tiermem.open(path, embedder=tiermem.HashingEmbedder(DIM), **overrides)
 
@@ -208,7 +221,7 @@ def sweep(table: pa.Table, tmp: Path, qs: np.ndarray, repeats: int) -> list[dict
             root = tmp / f"sweep-{precision}-{level}"
             t = ColdTier(
                 root, DIM, zstd_level=level, row_group_size=10_000, vector_precision=precision
-            )  # type: ignore[arg-type]
+            )
             t0 = time.perf_counter()
             t.put(table)
             secs = time.perf_counter() - t0
@@ -220,7 +233,7 @@ def sweep(table: pa.Table, tmp: Path, qs: np.ndarray, repeats: int) -> list[dict
                     "zstd_level": level,
                     "bytes_per_memory": t.stats().bytes / table.num_rows,
                     "write_rows_per_s": table.num_rows / secs,
-                    "search": timed(lambda r, t=t: t.search(ns, qs[r], 10, Filter()), repeats),
+                    "search": timed(_searcher(t, ns, qs), repeats),
                     "top10_agreement_with_float32": agreement(ids, truth),
                 }
             )
@@ -242,8 +255,8 @@ def row_groups(table: pa.Table, tmp: Path, qs: np.ndarray, repeats: int) -> list
                 "row_group_size": size,
                 "rows": table.num_rows,
                 "bytes_per_memory": t.stats().bytes / table.num_rows,
-                "get_one": timed(lambda r, t=t: t.get([ids[pick[r]]]), repeats),
-                "search": timed(lambda r, t=t: t.search(ns, qs[r], 10, Filter()), repeats),
+                "get_one": timed(partial(_get_one, t, [ids[i] for i in pick]), repeats),
+                "search": timed(_searcher(t, ns, qs), repeats),
             }
         )
         t.close()
@@ -343,7 +356,7 @@ def float16_store(
     assert {f.vector_precision for f in l3._manifest.data} == {"float16"}
     for k, tenant in report["tenants"].items():
         ns = tenant["namespace"]
-        search = timed(lambda r, ns=ns, k=k: l3.search(ns, qs[k][r], 10, flt), repeats)
+        search = timed(_searcher(l3, ns, qs[k], flt), repeats)
         f32 = report["queries"][k]["search_tier"]["engine"]["median_ms"]
         out[k] = {
             "search_tier": search,

@@ -67,6 +67,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,14 @@ def zipf_sizes(n: int, n_ns: int) -> np.ndarray:
     w = 1.0 / np.arange(1, n_ns + 1) ** ZIPF_S
     sizes = np.maximum(np.floor(w / w.sum() * n).astype(np.int64), MIN_NS_SIZE)
     sizes[0] += n - sizes.sum()  # rounding and floors: the largest absorbs the difference
-    return sizes
+    out: np.ndarray = sizes
+    return out
 
 
 def unit(mat: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, float32."""
-    return (mat / np.linalg.norm(mat, axis=-1, keepdims=True)).astype(np.float32)
+    out: np.ndarray = (mat / np.linalg.norm(mat, axis=-1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def make_text(rng: np.random.Generator) -> str:
@@ -162,7 +165,7 @@ def batches(data: Data) -> Iterator[list[dict[str, Any]]]:
 # -- ingest --------------------------------------------------------------------------
 
 
-def raw_fields(item: dict[str, Any], now_us: int) -> dict[str, Any]:
+def raw_fields(item: dict[str, Any], now_us: int) -> dict[Any, Any]:
     """The HASH fields L1 stores for a new memory (null fields omitted)."""
     return {
         "id": str(uuid.uuid4()),
@@ -217,14 +220,18 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def bench_ingest(mem: tiermem.Engine, client: redis.Redis, raw_prefix: str, data: Data) -> dict:
+def bench_ingest(
+    mem: tiermem.Engine, client: redis.Redis, raw_prefix: str, data: Data
+) -> dict[str, Any]:
     """Alternate raw-pipeline and add_many batches; returns rates and tiermem ids."""
-    raw_s, tm_s, ids = [], [], []
+    raw_s: list[float] = []
+    tm_s: list[float] = []
+    ids: list[str | None] = []
     for batch in batches(data):
-        dt, keys = timed(lambda b=batch: raw_write(client, raw_prefix, b))
+        dt, keys = timed(partial(raw_write, client, raw_prefix, batch))
         raw_s.append(dt)
         client.delete(*keys)
-        dt, res = timed(lambda b=batch: mem.add_many(b))
+        dt, res = timed(partial(mem.add_many, batch))
         if not res.ok:
             raise SystemExit(f"add_many failed: {next(iter(res.errors.values()))}")
         tm_s.append(dt)
@@ -241,12 +248,12 @@ def bench_ingest(mem: tiermem.Engine, client: redis.Redis, raw_prefix: str, data
     }
 
 
-def bench_move(mem: tiermem.Engine, ids: list[str]) -> dict:
+def bench_move(mem: tiermem.Engine, ids: list[str]) -> dict[str, Any]:
     """L1->L2 with the engine's mover, BATCH ids per call."""
     secs = []
     for start in range(0, len(ids), BATCH):
         chunk = ids[start : start + BATCH]
-        dt, moved = timed(lambda c=chunk: mem.mover.move("l1", "l2", c))
+        dt, moved = timed(partial(mem.mover.move, "l1", "l2", chunk))
         if moved != len(chunk):
             raise SystemExit(f"mover moved {moved} of {len(chunk)}")
         secs.append(dt)
@@ -369,7 +376,9 @@ def search_figures(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def bench_search(mem: tiermem.Engine, data: Data, ids: list[str], n_q: int, seed: int) -> dict:
+def bench_search(
+    mem: tiermem.Engine, data: Data, ids: list[str], n_q: int, seed: int
+) -> dict[str, Any]:
     """Build the limits, run the queries, summarise."""
     parts = partition(data)
     build_s, indexes = timed(lambda: build_usearch(parts, data.vecs.shape[1]))
@@ -477,7 +486,7 @@ POLICY = {"version": 1, "kinds": {"episodic": {"place": "l1", "l1": {"capacity":
 def open_store(
     path: str, prefix: str, dim: int, extra: dict[str, Any] | None = None
 ) -> tiermem.Engine:
-    overrides = {"l1.url": REDIS_URL, "l1.prefix": prefix, "embedding.dim": dim}
+    overrides: dict[str, Any] = {"l1.url": REDIS_URL, "l1.prefix": prefix, "embedding.dim": dim}
     overrides["search.deep_below"] = -1.0
     overrides.update(extra or {})
     policy = Path(path) / "bench-policy.json"

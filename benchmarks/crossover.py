@@ -11,18 +11,27 @@ noise, which is the worst case for HNSW.
     python benchmarks/crossover.py --dim 384 --sizes 1000,2000,5000,10000,20000,50000
 
 Results (2 cores; the table is also next to DEFAULT_EXACT_THRESHOLD in
-tiermem/tiers/warm.py): crossover at 5,000 rows; recall@10 0.995-0.999.
-Exact latency is noisy when other processes share the cores (BLAS threads).
+tiermem/tiers/warm.py, with why the default is 20,000): crossover at
+10,000 rows; recall@10 0.985-1.000. Exact latency is noisy when other
+processes share the cores (BLAS threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-from tiermem.tiers.warm_index import HnswParams, VectorIndex, normalise
+from tiermem.tiers.warm_index import HnswParams, VectorIndex
+
+
+def normalise(mat: np.ndarray) -> np.ndarray:
+    """Each row of `mat` scaled to unit length, as float32."""
+    mat = np.asarray(mat, dtype=np.float32)
+    out: np.ndarray = mat / np.linalg.norm(mat, axis=1, keepdims=True)
+    return out
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
@@ -31,12 +40,12 @@ def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -
     return normalise(centres[pick] + 0.6 * rng.standard_normal((n, dim)) / np.sqrt(dim))
 
 
-def p50_ms(fn: object, queries: np.ndarray) -> float:
+def p50_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
     """Median wall time of fn(q) over the queries, in ms."""
     times = []
     for q in queries:
         t0 = time.perf_counter()
-        fn(q)  # type: ignore[operator]
+        fn(q)
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1e3)
 
@@ -46,7 +55,7 @@ def measure(n: int, dim: int, n_queries: int, k: int, seed: int) -> dict[str, fl
     rng = np.random.default_rng(seed)
     centres = normalise(rng.standard_normal((200, dim)))
     vec = VectorIndex(HnswParams(dim))
-    vec.append(clustered(rng, n, dim, centres))
+    vec.append([clustered(rng, n, dim, centres)])  # one block of n rows
     queries = clustered(rng, n_queries, dim, centres)
     everything = np.arange(n, dtype=np.int64)
     t0 = time.perf_counter()

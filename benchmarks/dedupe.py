@@ -63,8 +63,12 @@ def _store(tmp: str, name: str, prefix: str) -> tiermem.Engine:
     return tiermem.open(
         Path(tmp) / name,
         embedder=tiermem.HashingEmbedder(DIM),
-        **{"l1.url": REDIS_URL, "l1.prefix": f"{prefix}:{name}"},
+        **_overrides(prefix, name),
     )
+
+
+def _overrides(prefix: str, name: str) -> dict[str, Any]:
+    return {"l1.url": REDIS_URL, "l1.prefix": f"{prefix}:{name}"}
 
 
 def _timed(mem: tiermem.Engine, items: list[dict[str, Any]], how: str) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def zipf_trace(alpha: float, n_keys: int, n_requests: int, seed: int = 0) -> Tra
 
 def chitchat_trace(limit: int | None = None) -> Trace | None:
     try:
-        import chitchat_dataset  # type: ignore[import-untyped]
+        import chitchat_dataset
     except ImportError:
         return None
     path = Path(chitchat_dataset.__file__).parent / "dataset.json"

@@ -108,7 +108,7 @@ def limit_l1_source(table: pa.Table, client: redis.Redis, prefix: str) -> float:
     for start in range(0, len(keys), 1000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + 1000, len(keys))):
-            fields = {n: cols[n][i] for n in names if cols[n][i] is not None}
+            fields: dict[Any, Any] = {n: cols[n][i] for n in names if cols[n][i] is not None}
             pipe.hset(keys[i], mapping=fields)
         pipe.execute()
     started = time.perf_counter()
@@ -141,7 +141,7 @@ def filled_store(
     1,000 at a time; and L1's rows as one table (what the limits work on)."""
     (tmp / "policy.yaml").write_text(policy)
     clock = Clock()
-    overrides = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": dim}
+    overrides: dict[str, Any] = {"l1.url": url, "l1.prefix": prefix, "embedding.dim": dim}
     mem = tiermem.open(
         tmp / "store",
         policy=str(tmp / "policy.yaml"),

@@ -179,7 +179,7 @@ def embed_all(convs: list[Conv], data_sha: str) -> dict[str, np.ndarray]:
         out[f"{c.sample_id}/turns"] = model.embed([t.text for t in c.turns])
         out[f"{c.sample_id}/questions"] = model.embed([q.text for q in c.questions])
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
+    np.savez(path, **out)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return out
 
 
@@ -198,7 +198,8 @@ class CachedEmbedder:
         self.calls += 1
         if self._model is None:
             self._model = tiermem.MiniLMEmbedder()
-        return self._model.embed(texts)
+        out: np.ndarray = self._model.embed(texts)
+        return out
 
 
 class Clock:
@@ -225,7 +226,9 @@ def score_hits(hits: list[Any], id2dia: dict[str, str]) -> set[str]:
     return out
 
 
-def run_flat(convs: list[Conv], vecs: dict[str, np.ndarray]) -> tuple[dict, float]:
+def run_flat(
+    convs: list[Conv], vecs: dict[str, np.ndarray]
+) -> tuple[dict[tuple[str, int], set[str]], float]:
     per: dict[tuple[str, int], set[str]] = {}
     t0 = time.perf_counter()
     for c in convs:
@@ -289,13 +292,14 @@ def run_tiered_one(c: Conv, vecs: dict[str, np.ndarray]) -> dict[str, Any]:
     clock = Clock(first)
     emb = CachedEmbedder()
     info: dict[str, Any] = {"l1_prefix": prefix}
+    overrides: dict[str, Any] = {"l1.url": REDIS_URL, "l1.prefix": prefix, "embedding.dim": 384}
     tmp = tempfile.TemporaryDirectory(prefix="tiermem-locomo-")
     mem = tiermem.open(
         tmp.name,
         policy="default",
         clock=clock,
         embedder=emb,
-        **{"l1.url": REDIS_URL, "l1.prefix": prefix, "embedding.dim": 384},
+        **overrides,
     )
     try:
         deep_below = mem.config.search.deep_below
@@ -319,6 +323,7 @@ def run_tiered_one(c: Conv, vecs: dict[str, np.ndarray]) -> dict[str, Any]:
             if not res.ok:
                 raise RuntimeError(f"add_many failed: {list(res.errors.items())[:3]}")
             for it, mid in zip(batch, res.ids, strict=True):
+                assert mid is not None  # res.ok: every item has an id
                 id2dia[mid] = it["metadata"]["dia_id"]
         info["ingest_seconds"] = time.perf_counter() - t0
         info["memories_before"] = len(id2dia)
@@ -389,16 +394,18 @@ def run_tiered_one(c: Conv, vecs: dict[str, np.ndarray]) -> dict[str, Any]:
             mem.forget(namespace=c.namespace)
         finally:
             mem.close()
-            r = redis.Redis.from_url(REDIS_URL)
-            left = list(r.scan_iter(match=f"{prefix}*", count=1000))
+            client = redis.Redis.from_url(REDIS_URL)
+            left = list(client.scan_iter(match=f"{prefix}*", count=1000))
             for i in range(0, len(left), 500):
-                r.delete(*left[i : i + 500])
+                client.delete(*left[i : i + 500])
             info["redis_keys_left_before_cleanup"] = len(left)
             tmp.cleanup()
     return info
 
 
-def summarise(convs: list[Conv], per: dict[str, dict], where: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    convs: list[Conv], per: dict[str, dict[Any, Any]], where: dict[str, Any]
+) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     sums: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in SETTINGS}
     missed_tier: dict[str, Counter[str]] = {"tiered": Counter(), "deep": Counter()}
@@ -425,7 +432,7 @@ def summarise(convs: list[Conv], per: dict[str, dict], where: dict[str, Any]) ->
 
 
 def flat_missed_overlap(
-    convs: list[Conv], per: dict[str, dict], where: dict[str, Any]
+    convs: list[Conv], per: dict[str, dict[Any, Any]], where: dict[str, Any]
 ) -> dict[str, dict[str, int]]:
     """Evidence turns (cat 1-4) found by flat but missed by a setting, by their tier."""
     out: dict[str, dict[str, int]] = {}

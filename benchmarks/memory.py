@@ -151,7 +151,7 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
                 r = mem.add_many(batch)
                 if not r.ok:
                     raise RuntimeError(f"add_many failed: {next(iter(r.errors.values()))}")
-                ids.extend(r.ids)
+                ids.extend(i for i in r.ids if i is not None)
             gc.collect()
             rss1, used1 = rss(), int(client.info("memory")["used_memory"])
             keys, usage = redis_usage(client, prefix)

@@ -39,9 +39,11 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +70,7 @@ class Chroma:
         import chromadb
 
         self.client = chromadb.PersistentClient(
-            path=str(root), settings=chromadb.Settings(anonymized_telemetry=False)
+            path=str(root), settings=chromadb.config.Settings(anonymized_telemetry=False)
         )
         try:
             self.col = self.client.create_collection(
@@ -172,7 +174,21 @@ class Lance:
         return None
 
 
-CLASSES = {"chromadb": Chroma, "qdrant": Qdrant, "lancedb": Lance}
+class Peer(Protocol):
+    """What the harness asks of a peer store (each class above)."""
+
+    def add(self, rows: np.ndarray, vecs: np.ndarray, texts: list[str], nss: list[str]) -> None: ...
+
+    def search(self, q: np.ndarray, ns: str) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+CLASSES: dict[str, Callable[[Path, int], Peer]] = {
+    "chromadb": Chroma,
+    "qdrant": Qdrant,
+    "lancedb": Lance,
+}
 
 
 def version(peer: str) -> str | None:
@@ -214,20 +230,21 @@ def bench_peer(peer: str, root: Path, n_q: int) -> dict[str, Any]:
             rows = np.arange(start, min(start + core.BATCH, n))
             nss = [data.names[i] for i in data.ns_of[rows].tolist()]
             texts = [data.texts[i] for i in rows.tolist()]
-            dt, _ = core.timed(lambda r=rows, t=texts, s=nss: store.add(r, data.vecs[r], t, s))
+            dt, _ = core.timed(partial(store.add, rows, data.vecs[rows], texts, nss))
             secs.append(dt)
         out["ingest"] = {
             "per_s": core.BATCH / float(np.median(secs)),
             "total_s": float(sum(secs)),
             "batch_s": {"p50": float(np.median(secs)), "max": float(max(secs))},
         }
-        if hasattr(store, "finish"):
-            out["ingest"]["after_ingest"] = store.finish()
+        finish = getattr(store, "finish", None)
+        if finish is not None:
+            out["ingest"]["after_ingest"] = finish()
         names = data.names
         first, _ = core.timed(lambda: store.search(queries[0], names[int(q_ns[0])]))
         lat, found = [], []
         for q, ns in zip(queries, q_ns.tolist(), strict=True):
-            dt, rows_found = core.timed(lambda q=q, ns=ns: store.search(q, names[ns]))
+            dt, rows_found = core.timed(partial(store.search, q, names[ns]))
             lat.append(dt * 1e3)
             found.append(rows_found)
         out["search"] = {

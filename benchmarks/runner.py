@@ -118,7 +118,9 @@ def write(out: Path, name: str, report: dict[str, Any]) -> Path:
     return path
 
 
-def run_suites(names: list[str], quick: bool, out: Path | None) -> tuple[Path, list[dict]]:
+def run_suites(
+    names: list[str], quick: bool, out: Path | None
+) -> tuple[Path, list[dict[str, Any]]]:
     """Run `names` in order; returns the directory written and a line per suite."""
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="tiermem-bench-")) if quick else RESULTS

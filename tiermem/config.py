@@ -51,10 +51,8 @@ class L1Config(_Section):
 
 
 class L2Config(_Section):
-    # Exact numpy search below this many rows per namespace: on random 384-d
-    # vectors HNSW (bf16, ef 64) lost recall above 5k rows while exact stayed
-    # under ~1 ms up to 15k (benchmarks/core.py, crossover.py); 20k keeps
-    # recall 1.0 for typical tenants and index builds off the hot path.
+    # Exact numpy search below this many rows per namespace (why 20k: the
+    # crossover table at tiers.warm.DEFAULT_EXACT_THRESHOLD, which is this).
     exact_threshold: int = Field(20_000, ge=0)
     connectivity: int = Field(16, ge=2)
     expansion_add: int = Field(128, ge=1)

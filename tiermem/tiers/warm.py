@@ -50,22 +50,25 @@ from tiermem.tiers.warm_index import HnswParams, fsync_path
 from tiermem.tiers.warm_load import load_namespace
 from tiermem.tiers.warm_ns import Namespace
 
-# From benchmarks/crossover.py (dim 384, bf16 HNSW M=16, 200 queries, 2 cores,
-# p50 per query in ms; exact = one matmul + argpartition over the namespace):
+# From benchmarks/crossover.py (dim 384, clustered vectors, bf16 HNSW M=16,
+# 200 queries, 2 cores, p50 per query in ms; exact = one matmul +
+# argpartition over the namespace; run 2026-11-24):
 #
 #   rows     exact   HNSW   recall@10  HNSW build rows/s
-#   1,000    0.056   0.095  0.995      11,087
-#   2,000    0.039   0.093  0.998       6,641
-#   5,000    0.162   0.135  0.998       4,563
-#   10,000   0.370   0.183  0.997       3,920
-#   20,000   0.696   0.185  0.996       4,589
-#   50,000   1.907   0.236  0.995       4,554
+#   1,000    0.027   0.057  0.985      39,048
+#   2,000    0.029   0.065  0.995      32,026
+#   5,000    0.058   0.075  1.000      19,841
+#   10,000   0.118   0.076  0.997      17,902
+#   20,000   0.461   0.084  0.996      19,611
+#   50,000   1.535   0.104  0.995      17,895
 #
-# HNSW wins from ~5k rows and exact grows linearly after that (and far worse
-# when other processes compete for the cores: repeated runs under load saw
-# exact at 8-16 ms for 10-20k rows, HNSW still ~0.25 ms). Below 5k exact is
-# as fast, exact in recall, and needs no index memory or build.
-DEFAULT_EXACT_THRESHOLD = 5_000
+# HNSW is faster from ~10k rows, and exact grows linearly after that (far
+# worse when other processes compete for the cores). But on random,
+# unclustered vectors (benchmarks/core.py) HNSW lost recall above 5k rows
+# (recall@10 0.899 with the threshold at 5k), and an index build is a
+# first-query stall; up to 20k exact stays under ~0.5 ms with recall 1.0.
+# `l2.exact_threshold` (config.py) defaults to this.
+DEFAULT_EXACT_THRESHOLD = 20_000
 COMPACT_SEGMENTS = 32  # compact a namespace with more segments than this...
 COMPACT_DEAD = 0.25  # ...or with more than this fraction of dead rows
 SCAN_BATCH = 10_000
