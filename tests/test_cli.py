@@ -101,8 +101,21 @@ def test_usage_errors_exit_2(cli) -> None:  # type: ignore[no-untyped-def]
 
 def test_help(cli) -> None:  # type: ignore[no-untyped-def]
     out = cli("--help").stdout
-    for command in ("demo", "add", "search", "get", "forget", "stats", "sql"):
+    for command in ("demo", "add", "search", "get", "forget", "stats", "sql", "bench"):
         assert command in out
+
+
+def test_bench_runs_the_harness_in_the_checkout(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bench"
+    cli("bench", "lifecycle", "--quick", "--no-report", "--out", str(out))
+    result = json.loads((out / "lifecycle.json").read_text())
+    assert result["status"] == "ok" and result["quick"] is True
+    assert result["l1_to_l2"]["moved"] == result["n"] > 0
+
+
+def test_bench_without_a_checkout_is_a_clean_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("bench", "--repo", str(tmp_path), "lifecycle", code=1)
+    assert "no benchmarks/ found" in proc.stderr and "--repo" in proc.stderr
 
 
 def test_unreachable_redis_is_a_clean_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -363,6 +363,16 @@ def _register_config() -> None:
 _register_config()
 
 
+def _register_bench() -> None:
+    from tiermem.cli_bench import bench
+
+    passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
+    app.command("bench", context_settings=passthrough)(bench)
+
+
+_register_bench()
+
+
 @app.command()
 def demo(
     keep: Annotated[Path | None, typer.Option(help="Keep the demo store in this dir.")] = None,
