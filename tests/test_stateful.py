@@ -1,9 +1,12 @@
 """The whole engine against a dict model (hypothesis stateful testing).
 
-Random add / delete / update / move / search / forget / reopen across two
-namespaces. Invariants after every step: nothing lost, nothing resurrected,
-exactly one home tier per memory (the one the model expects), and a search
-never crosses namespaces.
+Random add / delete / update / move / search / forget / reopen / consolidate
+across two namespaces. Invariants after every step: nothing lost, nothing
+resurrected, exactly one home tier per memory (the one the model expects),
+and a search never crosses namespaces. A consolidation may add semantic
+memories and move episodes to L3; its rule checks what it did (every
+episode kept, each marked episode in L3 and in exactly one semantic
+memory of its namespace) before the model takes it in.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -47,11 +51,13 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.dir = Path(tempfile.mkdtemp(prefix="tm-stateful-"))
             self.prefix = f"tmtest:{uuid.uuid4().hex[:12]}"
             self.model: dict[str, dict[str, object]] = {}  # id -> ns, tier, importance
+            self.now = datetime.now(UTC)  # moved on by consolidate (its min_age is 1h)
             self.mem = self._open()
 
         def _open(self) -> tiermem.Engine:
             return tiermem.open(
                 self.dir,
+                clock=lambda: self.now,
                 embedder=tiermem.HashingEmbedder(DIM),
                 **{
                     "l1.url": redis_url,
@@ -89,6 +95,45 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert id_ is not None
                 self.model[id_] = {"ns": ns, "tier": "l1", "importance": 0.5}
             return str(res.ids[0])
+
+        @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(200, 203))
+        def add_topic(self, ns: str, seed: int) -> str:
+            """Four near-identical episodes: something for consolidation to cluster
+            (min_cluster 3), even after the bundle's one is deleted or moved."""
+            got = []
+            for i in range(4):
+                v = vector(seed) + 0.01 * vector(1000 + i)
+                m = self.mem.add(f"topic {seed} note {i}", namespace=ns, embedding=v)
+                self.model[m.id] = {"ns": ns, "tier": "l1", "importance": 0.5}
+                got.append(m.id)
+            return got[0]
+
+        @rule()
+        def consolidate(self) -> None:
+            self.now += timedelta(hours=2)
+            before = set(self.model)
+            report = self.mem.run("consolidate")
+            assert report.errors == []
+            every = {m.id: m for m in self.mem.scan()}
+            assert before <= set(every), "consolidation lost a memory"
+            into: dict[str, str] = {}
+            for m in every.values():
+                if m.kind == "semantic":
+                    assert m.id not in before or self.model[m.id]["ns"] == m.namespace
+                    for sid in m.source_ids:
+                        assert sid not in into, "an episode in two semantic memories"
+                        into[sid] = m.id
+            for m in every.values():
+                target = m.metadata.get("consolidated_into")
+                if m.kind == "episodic" and target is not None:
+                    assert m.tier == "l3" and into.get(m.id) == target
+                    assert every[str(target)].namespace == m.namespace
+                    self.model[m.id]["tier"] = "l3"
+                elif m.kind == "semantic":
+                    self.model[m.id] = {"ns": m.namespace, "tier": m.tier}
+                    self.model[m.id]["importance"] = m.importance
+            assert set(every) == set(self.model)
+            event(f"consolidated: {'some' if report.merged else 'none'}")
 
         @rule(id_=consumes(ids))
         def delete(self, id_: str) -> None:
