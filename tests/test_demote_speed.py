@@ -288,9 +288,9 @@ def test_get_by_known_namespaces_skips_the_directory(
 def test_light_of_many_namespaces_streams_what_light_reads(
     hot_tier: HotTier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tiermem.tiers.hot as hot
+    import tiermem.tiers.hot_redis as hot_redis
 
-    monkeypatch.setattr(hot, "BATCH", 3)  # several script calls per namespace
+    monkeypatch.setattr(hot_redis, "BATCH", 3)  # several script calls per namespace
     for ns, n in (("a", 7), ("b", 1), ("c", 4)):
         hot_tier.put(make_table(ns, n, seed=n))
     hot_tier.touch([f"c-4-{i}" for i in range(2)], NOW)

@@ -256,7 +256,7 @@ def test_tracking_falls_back_to_validating_when_its_listener_dies(
 
 
 def test_scan_batches_all_or_one_namespace(tier: HotTier, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tiermem.tiers.hot.BATCH", 7)
+    monkeypatch.setattr("tiermem.tiers.hot_redis.BATCH", 7)
     a, b = make_table("a", 20, seed=1), make_table("b", 5, seed=2)
     tier.put(pa.concat_tables([a, b]))
     batches = list(tier.scan())
@@ -332,7 +332,7 @@ def test_light_fields_match_the_full_rows(tier: HotTier, monkeypatch: pytest.Mon
     """`light` (the demote snapshot's read: no text, no vectors) agrees with `scan`."""
     from tiermem.lifecycle import snapshot
 
-    monkeypatch.setattr("tiermem.tiers.hot.BATCH", 4)  # several round trips
+    monkeypatch.setattr("tiermem.tiers.hot_redis.BATCH", 4)  # several round trips
     t = make_table(
         "a",
         9,

@@ -43,8 +43,7 @@ from tiermem.errors import TierMemError
 from tiermem.filters import Filter
 from tiermem.model import TierName
 from tiermem.tiers import manifest as mf
-from tiermem.tiers.hot import BATCH
-from tiermem.tiers.hot_redis import redis_errors
+from tiermem.tiers.hot_redis import BATCH, redis_errors
 
 if TYPE_CHECKING:
     from tiermem.engine import Engine

@@ -13,6 +13,10 @@ the keys a file writes replace the ones below, so `semantic: {l1: {capacity:
 (`consolidate: null` turns consolidation off). `Policy.kinds` holds the
 sections as written; read the effective rules through `for_kind`.
 
+This module is the file: `Policy` (the merge), and reading and validating
+files. The sections of a kind and their values (durations, selectors) are
+in policy_rules.py; their names are importable from here too.
+
 >>> p = Policy.model_validate({"version": 1, "kinds": {"semantic": {"l1": {"capacity": 500}}}})
 >>> r = p.for_kind("semantic").l1
 >>> r.capacity, r.evict, r.idle
@@ -23,197 +27,56 @@ datetime.timedelta(days=14)
 
 from __future__ import annotations
 
-import importlib
 import json
-import math
 import re
 import tomllib
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from tiermem.errors import PolicyError
-from tiermem.model import KINDS, TIERS, Kind, TierName
+from tiermem.lifecycle.policy_rules import (
+    BUILTIN,
+    BUILTIN_SELECTORS,
+    ConsolidateRules,
+    Duration,
+    KindPolicy,
+    L3Rules,
+    PositiveDuration,
+    PromoteRules,
+    Section,
+    Selector,
+    TierRules,
+    check_pin,
+    format_duration,
+    load_selector,
+    parse_duration,
+    shown,
+)
+from tiermem.model import KINDS, Kind
 from tiermem.resources import SUFFIXES, resolve_policy
 
-# --- durations -------------------------------------------------------------
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_DURATION_HELP = 'a duration like "90s", "15m", "1h", "30d", "2w" or seconds'
-
-
-def _shown(value: Any) -> str:
-    return "null" if value is None else json.dumps(value) if isinstance(value, str) else repr(value)
-
-
-def parse_duration(value: object) -> timedelta:
-    """A `timedelta` from "90s", "15m", "1h", "30d", "2w", seconds (int/float >= 0) or a
-    timedelta; ValueError saying what was expected otherwise. `None` is refused here;
-    optional fields (`ttl`, `idle`, `retain`, ...) accept null before calling this."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    else:
-        raise ValueError(f"expected {_DURATION_HELP}, got {_shown(value)}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected {_DURATION_HELP} (not negative), got {_shown(value)}")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(td: timedelta | None) -> str:
-    """The shortest exact "90s"/"15m"/"1h"/"30d"/"2w" form (or "none")."""
-    if td is None:
-        return "none"
-    seconds = td.total_seconds()
-    for unit, size in sorted(_UNITS.items(), key=lambda u: -u[1]):
-        if seconds and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def _positive(td: timedelta) -> timedelta:
-    if td <= timedelta(0):
-        raise ValueError(f"expected a positive duration, got {format_duration(td)}")
-    return td
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
-
-# --- selectors -------------------------------------------------------------
-
-BUILTIN_SELECTORS = frozenset(
-    {"ttl", "lru", "lfu", "fifo", "s3fifo", "sieve", "score", "hyperbolic"}
-)
-_DOTTED_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def load_selector(path: str) -> Callable[..., Any]:
-    """Import a custom selector named `package.module:function`; ValueError if it can't."""
-    if not _DOTTED_RE.match(path):
-        raise ValueError(
-            f"expected one of {', '.join(sorted(BUILTIN_SELECTORS))} "
-            f'or a dotted path "package.module:function", got {_shown(path)}'
-        )
-    module_name, attr = path.split(":", 1)
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # an import can fail in any way; report it, don't crash
-        raise ValueError(f"cannot import selector {_shown(path)}: {exc}") from exc
-    if not callable(obj):
-        raise ValueError(f"selector {_shown(path)} is not callable ({type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
-
-
-def _check_selector(name: str) -> str:
-    if name not in BUILTIN_SELECTORS:
-        load_selector(name)
-    return name
-
-
-Selector = Annotated[str, AfterValidator(_check_selector)]
-
-# --- models ----------------------------------------------------------------
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TierRules(_Section):
-    """Rules for one tier (l1 or l2) of one kind."""
-
-    capacity: int | None = Field(None, ge=0, strict=True)  # memories per namespace; None: unbounded
-    max_bytes: int | None = Field(None, ge=0, strict=True)  # bytes per namespace; None: unbounded
-    evict: list[Selector] = Field(default_factory=lambda: ["lru"])  # victims, in order
-    idle: Duration | None = None  # demote after this long without access
-    age: Duration | None = None  # demote after this long in this tier, accessed or not
-    on_full: Literal["evict", "warn", "reject"] = "evict"
-
-
-class L3Rules(_Section):
-    """Rules for the cold tier."""
-
-    retain: Duration | None = None  # delete for good after this long in l3; None: keep
-
-
-class PromoteRules(_Section):
-    """`hits` accesses within `window` move a memory one tier up."""
-
-    hits: int = Field(3, ge=1, strict=True)
-    window: PositiveDuration = timedelta(hours=1)
-
-
-class ConsolidateRules(_Section):
-    """Cluster similar old memories of a namespace into one `into` memory."""
-
-    every: PositiveDuration = timedelta(hours=6)
-    similarity: float = Field(0.85, gt=0.0, le=1.0)
-    min_cluster: int = Field(3, ge=2, strict=True)
-    min_age: Duration = timedelta(hours=1)
-    into: Kind = "semantic"
-    sources_to: TierName = "l3"
-
-
-def _builtin_l1() -> TierRules:
-    return TierRules(capacity=1000, evict=["ttl", "lru"], idle=timedelta(hours=1))
-
-
-def _builtin_l2() -> TierRules:
-    return TierRules(capacity=None, evict=["lfu"], idle=timedelta(days=30))
-
-
-class KindPolicy(_Section):
-    """The rules of one kind. Field defaults are the built-in defaults (`BUILTIN`)."""
-
-    place: TierName = "l1"  # where new memories land
-    ttl: PositiveDuration | None = None  # default time-to-live of new memories
-    l1: TierRules = Field(default_factory=_builtin_l1)
-    l2: TierRules = Field(default_factory=_builtin_l2)
-    l3: L3Rules = Field(default_factory=L3Rules)
-    promote: PromoteRules | None = Field(default_factory=PromoteRules)
-    consolidate: ConsolidateRules | None = None
-    dedupe: float | None = Field(None, gt=0.0, le=1.0)  # merge new memories this similar
-    pin: TierName | None = None  # the current version never goes colder than this
-
-    @model_validator(mode="after")
-    def _place_not_colder_than_pin(self) -> KindPolicy:
-        _check_pin(self)
-        return self
-
-
-def _check_pin(section: KindPolicy, where: str = "") -> None:
-    if section.pin is not None and TIERS.index(section.place) > TIERS.index(section.pin):
-        raise ValueError(
-            f"{where}place: expected a tier no colder than pin ({section.pin}), got {section.place}"
-        )
-
-
-#: The built-in defaults a kind falls back to when neither its own section nor
-#: `defaults:` set a key: place l1; l1 capacity 1000, evict [ttl, lru], idle 1h;
-#: l2 capacity none, evict [lfu], idle 30d; l3 retain none (keep); promote 3
-#: hits within 1h; no consolidation, dedupe or pin. Same for every kind.
-BUILTIN: dict[Kind, KindPolicy] = {kind: KindPolicy() for kind in KINDS}
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_SELECTORS",
+    "ConsolidateRules",
+    "Duration",
+    "KindPolicy",
+    "L3Rules",
+    "Policy",
+    "PositiveDuration",
+    "PromoteRules",
+    "Selector",
+    "TierRules",
+    "format_duration",
+    "load_policy",
+    "load_selector",
+    "parse_duration",
+    "validate_policy",
+]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -229,7 +92,7 @@ def _overlay(base: _M, top: _M) -> _M:
     return base.model_copy(update=updates)
 
 
-class Policy(_Section):
+class Policy(Section):
     """A whole policy file. `for_kind` gives the effective rules of a kind."""
 
     version: Literal[1]
@@ -244,7 +107,7 @@ class Policy(_Section):
     @classmethod
     def _version(cls, v: Any) -> Any:
         if type(v) is not int:  # not True, 1.0 or "1"
-            raise ValueError(f"expected 1, got {_shown(v)}")
+            raise ValueError(f"expected 1, got {shown(v)}")
         return v
 
     @model_validator(mode="after")
@@ -257,7 +120,7 @@ class Policy(_Section):
             if kind in self.kinds:
                 merged = _overlay(merged, self.kinds[kind])
             where = f"kinds.{kind}." if kind in self.kinds else "defaults."
-            _check_pin(merged, where)
+            check_pin(merged, where)
             effective[kind] = merged
         self._effective = effective
         return self
@@ -382,7 +245,7 @@ def _explain(err: Any) -> str:
         if m := _SUBKEY_RE.match(msg):
             loc, msg = (*loc, *m.group(1).split(".")), msg[m.end() :]
     else:
-        msg = msg.replace("Input should be", "expected") + f", got {_shown(value)}"
+        msg = msg.replace("Input should be", "expected") + f", got {shown(value)}"
     path = ".".join(str(p) for p in loc)
     return f"{path}: {msg}" if path else msg
 

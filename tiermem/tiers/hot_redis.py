@@ -1,10 +1,11 @@
 """Redis plumbing of L1 (`tiers/hot.py`): its errors as `TierUnavailable`,
-reply items as str, and work sent now and finished later (`Later`)."""
+reply items as str, batches of `BATCH` records, and work sent now and
+finished later (`Later`)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -16,6 +17,14 @@ from tiermem.tiers import resp
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+BATCH = 1000  # records per MULTI/EXEC, pipelined read or script call (tests patch it here)
+
+
+def chunks(seq: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`seq` in slices of `BATCH` items (read at each call)."""
+    for i in range(0, len(seq), BATCH):
+        yield seq[i : i + BATCH]
 
 
 @contextmanager
