@@ -278,7 +278,27 @@ def sec_tiers(r: dict[str, Any]) -> list[str]:
             f"| {b['trace']} | {b['capacity_pct']:g}% | {b['belady']:.3f} | {orc} "
             f"| {b['best_selector']} | {b['best_ratio']:.2f} | {to_orc} | {b['lru_ratio']:.2f} |"
         )
-    return lines
+    return lines + sec_replay(r.get("replay"))
+
+
+def sec_replay(rep: dict[str, Any] | None) -> list[str]:
+    """The same traces through the engine with the default policy (benchmarks/replay.py)."""
+    if not rep or not rep.get("results"):
+        return []
+    from benchmarks import replay
+
+    return [
+        "",
+        "Replay through the engine (real Redis, L2 and L3 files) with the default policy, "
+        "one namespace, L1 capacity = its episodic `l1.capacity`: the share of requests "
+        "served from each tier (miss: first sight, added), the L1 share next to Belady at "
+        f"that capacity, and the moves of `demote`/`promote` (run every "
+        f"{rep['jobs_every_min']:g} simulated min; moves/s over the jobs' own seconds) and "
+        "of `add` over capacity (evict). An L2 read does not bring a memory up: only "
+        "`promote` does (benchmarks/replay.py).",
+        "",
+        *replay.markdown(rep),
+    ]
 
 
 def sec_lifecycle(r: dict[str, Any]) -> list[str]:
@@ -511,7 +531,9 @@ def render(d: Path) -> Path:
     quick = any(r["quick"] for r in res.values())
     first = next(iter(res.values()), {})
     # the harness records a dict; tiers' own JSON (hitratio.py) a plain string
-    mach = next((r["machine"] for r in res.values() if isinstance(r.get("machine"), dict)), {})
+    mach: dict[str, Any] = next(
+        (r["machine"] for r in res.values() if isinstance(r.get("machine"), dict)), {}
+    )
     lines = [
         "# Benchmark results",
         "",

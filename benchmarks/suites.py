@@ -15,7 +15,9 @@ from typing import Any
 from benchmarks.runner import Skip
 
 
-def goal(name: str, value: float | None, target: str, ok: bool | None, **extra: Any) -> dict:
+def goal(
+    name: str, value: float | None, target: str, ok: bool | None, **extra: Any
+) -> dict[str, Any]:
     """One goal row: `ok` None means it could not be judged (the figure is missing)."""
     return {"goal": name, "value": value, "target": target, "met": ok, **extra}
 
@@ -31,9 +33,29 @@ def has(module: str) -> bool:
 
 
 def suite_tiers(quick: bool, out: Path) -> dict[str, Any]:
-    from benchmarks import hitratio
+    from benchmarks import hitratio, replay
 
-    return tiers_summary(hitratio.run(quick, None if quick else out))
+    report = tiers_summary(hitratio.run(quick, None if quick else out))
+    report["replay"] = replay.run(quick)  # the same traces through the engine
+    report["goals"] += replay_goals(report["replay"])
+    return report
+
+
+def replay_goals(replay: dict[str, Any]) -> list[dict[str, Any]]:
+    """Informational rows (the tiers goal above is the selectors'): per trace, the
+    engine's L1 hit ratio under the default policy over Belady's at the same capacity."""
+    return [
+        goal(
+            f"tiers replay (default policy, engine): L1 hit ratio / Belady, {r['trace']} "
+            f"(C={r['capacity']:,}, {r['capacity_pct']:g}% of keys)",
+            r["ratio_to_belady"],
+            ">= 0.9x",
+            None if r["ratio_to_belady"] is None else r["ratio_to_belady"] >= 0.9,
+            tiermem=r["l1_hit_ratio"],
+            limit=r["belady"],
+        )
+        for r in replay["results"]
+    ]
 
 
 def tiers_summary(report: dict[str, Any]) -> dict[str, Any]:
