@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tiermem
@@ -154,6 +154,7 @@ _metadata = st.dictionaries(
 
 
 @given(meta=_metadata, limit=st.integers(2, 400))
+@example(meta={'00"\x1f\x1f\x1f\x1f\x1f' + "\U00010000" * 6: 1e6}, limit=119)  # 12 B a char
 def test_metadata_size_limit_is_exact(meta: dict[str, object], limit: int) -> None:
     """The size check may skip encoding small metadata, never change the verdict."""
     size = len(json.dumps(meta, separators=(",", ":")).encode())

@@ -74,6 +74,11 @@ def _check_scalar(key: str, value: Any) -> None:
     )
 
 
+# JSON bytes of one str char at most: ASCII-escaped, a control char is \u001f (6)
+# and a char beyond the BMP a surrogate pair \ud800\udc00 (12).
+ESCAPED = 12
+
+
 def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
     """Validate flat JSON metadata; returns it unchanged or raises ValueError."""
     if not isinstance(meta, dict):
@@ -82,10 +87,10 @@ def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, 
     for key, value in meta.items():
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY:
             raise ValueError(f"keys must be non-empty strings of <= {MAX_METADATA_KEY} chars")
-        bound += 6 * len(key) + 7  # _json_bound(key), and ':' ',' '[]'
+        bound += ESCAPED * len(key) + 7  # _json_bound(key), and ':' ',' '[]'
         kind = type(value)
         if kind is str:  # the common exact types inline: ~2x faster per batch
-            bound += 6 * len(value) + 3
+            bound += ESCAPED * len(value) + 3
         elif kind is int:
             bound += len(str(value)) + 1
         elif kind is bool or value is None:
@@ -103,9 +108,9 @@ def check_metadata(meta: Any, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, 
 
 
 def _json_bound(value: str | bool | int | float | None) -> int:
-    """At least the UTF-8 bytes of `value` as JSON (a char escapes to at most 6)."""
+    """At least the UTF-8 bytes of `value` as JSON (`ESCAPED` a char at most)."""
     if isinstance(value, str):
-        return 6 * len(value) + 3  # quotes, and the list comma
+        return ESCAPED * len(value) + 3  # quotes, and the list comma
     if isinstance(value, int) and not isinstance(value, bool):
         return len(str(value)) + 1  # ints are unbounded
     return 26  # null, true, false, or a float's repr (at most 24 chars), and the comma
