@@ -22,15 +22,8 @@ from tests.tables import DIM, T0, by_id, make_table
 from tiermem import records
 from tiermem import schema as sch
 from tiermem.errors import ValidationError
-from tiermem.model import (
-    MAX_METADATA_KEY,
-    MemoryIn,
-    _check_scalar,
-    _json_bound,
-    check_metadata,
-    quick_parse,
-    translate,
-)
+from tiermem.fields import MAX_METADATA_KEY, check_metadata, check_scalar, json_bound
+from tiermem.model import MemoryIn, quick_parse, translate
 from tiermem.tiers import hot_codec as codec
 from tiermem.tiers.hot import HotTier
 from tiermem.tiers.keys import Keys
@@ -46,9 +39,9 @@ def old_check_metadata(meta: Any, max_bytes: int = 16_384) -> dict[str, Any]:
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY:
             raise ValueError(f"keys must be non-empty strings of <= {MAX_METADATA_KEY} chars")
         for item in value if isinstance(value, list) else [value]:
-            _check_scalar(key, item)
-            bound += _json_bound(item)
-        bound += _json_bound(key) + 4
+            check_scalar(key, item)
+            bound += json_bound(item)
+        bound += json_bound(key) + 4
     if bound <= max_bytes:
         return meta
     size = len(json.dumps(meta, separators=(",", ":")).encode())

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tiermem
 from tests.conftest import DIM
-from tiermem.model import MAX_METADATA_BYTES, MAX_TEXT_BYTES, check_metadata
+from tiermem.fields import MAX_METADATA_BYTES, MAX_TEXT_BYTES, check_metadata
 
 GOOD: dict[str, Any] = {"text": "a fine memory", "namespace": "user:alice"}
 

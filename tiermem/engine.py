@@ -22,6 +22,7 @@ from tiermem import inputs
 from tiermem.check import CheckReport
 from tiermem.consolidate import Summarizer
 from tiermem.errors import PolicyError, ValidationError
+from tiermem.fields import check_namespace
 from tiermem.lifecycle.jobs import Progress
 from tiermem.lifecycle.policy import Policy, load_policy
 from tiermem.lifecycle.scheduler import Scheduler
@@ -34,7 +35,6 @@ from tiermem.model import (
     Plan,
     Stats,
     TierName,
-    check_namespace,
 )
 from tiermem.reads import Reads
 from tiermem.resources import resolve_policy

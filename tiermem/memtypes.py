@@ -44,8 +44,9 @@ import pyarrow.compute as pc
 
 from tiermem import dedupe_batch, records, schema
 from tiermem.errors import NotFound, TierMemError, ValidationError
+from tiermem.fields import MAX_METADATA_BYTES
 from tiermem.filters import Filter
-from tiermem.model import MAX_METADATA_BYTES, Memory, MemoryIn, TierName
+from tiermem.model import Memory, MemoryIn, TierName
 
 if TYPE_CHECKING:
     from tiermem.engine import Engine

@@ -11,13 +11,13 @@ import numpy as np
 from tiermem import inputs, retrieval, schema
 from tiermem.core import EngineCore
 from tiermem.errors import NotFound, ValidationError
+from tiermem.fields import check_namespace
 from tiermem.filters import Filter, parse_where
 from tiermem.model import (
     TIERS,
     Hit,
     Memory,
     TierName,
-    check_namespace,
 )
 
 

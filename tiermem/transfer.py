@@ -39,7 +39,8 @@ from pydantic import BaseModel
 
 from tiermem import inputs, schema
 from tiermem.errors import ValidationError
-from tiermem.model import KINDS, MAX_TEXT_BYTES, TierName, check_metadata, check_namespace
+from tiermem.fields import MAX_TEXT_BYTES, check_metadata, check_namespace
+from tiermem.model import KINDS, TierName
 
 if TYPE_CHECKING:
     from tiermem.engine import Engine

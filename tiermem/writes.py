@@ -12,6 +12,7 @@ import pyarrow as pa
 from tiermem import records, schema
 from tiermem.core import EngineCore
 from tiermem.errors import NotFound, TierMemError, ValidationError
+from tiermem.fields import check_namespace
 from tiermem.lifecycle import capacity, planners, snapshot
 from tiermem.model import (
     TIERS,
@@ -20,7 +21,6 @@ from tiermem.model import (
     Memory,
     MemoryIn,
     TierName,
-    check_namespace,
 )
 
 
