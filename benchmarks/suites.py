@@ -58,15 +58,25 @@ def replay_goals(replay: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def default_selector() -> str:
+    """The selector the shipped default policy evicts episodic L1 memories by
+    (the last of its ``evict`` list: ``ttl`` before it only takes expired ones)."""
+    from tiermem.lifecycle.policy import load_policy
+
+    return load_policy("default").for_kind("episodic").l1.evict[-1]
+
+
 def tiers_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """Adds, per trace x capacity, the best selector's ratio to Belady, and the goal."""
+    """Adds, per trace x capacity, the default and the best selector's ratio to
+    Belady, and the goal: the default policy's L1 rule within 10% of Belady."""
     rows = report["results"]
+    rule = default_selector()
     cells = sorted({(r["trace"], r["capacity_pct"]) for r in rows})
     best = []
     for trace, cap in cells:
         cands = [r for r in rows if (r["trace"], r["capacity_pct"]) == (trace, cap)]
         top = max((r for r in cands if r["selector"] != "belady"), key=lambda r: r["hit_ratio"])
-        lru = next(r for r in cands if r["selector"] == "lru")
+        mine = next(r for r in cands if r["selector"] == rule)
         best.append(
             {
                 "trace": trace,
@@ -74,20 +84,21 @@ def tiers_summary(report: dict[str, Any]) -> dict[str, Any]:
                 "belady": next(r["hit_ratio"] for r in cands if r["selector"] == "belady"),
                 "best_selector": top["selector"],
                 "best_ratio": top["ratio_to_belady"],
-                "lru_ratio": lru["ratio_to_belady"],
+                "default_selector": rule,
+                "default_ratio": mine["ratio_to_belady"],
             }
         )
-    met = [b for b in best if (b["best_ratio"] or 0) >= 0.9]
-    lru_met = [b for b in best if (b["lru_ratio"] or 0) >= 0.9]
+    met = [b for b in best if (b["default_ratio"] or 0) >= 0.9]
+    best_met = [b for b in best if (b["best_ratio"] or 0) >= 0.9]
     report["best_per_cell"] = best
     report["goals"] = [
         goal(
-            "tiers: best shipped selector's hit ratio within 10% of Belady",
+            f"tiers: the default policy's L1 selector ({rule}) within 10% of Belady",
             len(met) / len(best),
             ">= 0.9 x Belady in every trace x capacity cell",
             len(met) == len(best),
-            detail=f"{len(met)} of {len(best)} cells; lru (the default L1 rule): "
-            f"{len(lru_met)} of {len(best)}",
+            detail=f"{len(met)} of {len(best)} cells; the best shipped selector per cell: "
+            f"{len(best_met)} of {len(best)}",
         )
     ]
     return report
