@@ -60,3 +60,22 @@ def to_us(dt: datetime) -> int:
 def from_us(us: int) -> datetime:
     """The aware UTC datetime of a microsecond timestamp."""
     return EPOCH + timedelta(microseconds=us)
+
+
+# µs -> datetime, shared by every reader: the rows of a result (and of successive
+# results) share times (created_at = updated_at until an update, one tiered_at per
+# move). Cleared when full rather than LRU: a miss costs ~1 µs, the bookkeeping more.
+_DATETIMES: dict[int, datetime] = {}
+_DATETIMES_MAX = 1 << 16
+
+
+def as_datetime(us: int | None) -> datetime | None:
+    """`from_us`, memoised (None stays None)."""
+    if us is None:
+        return None
+    dt = _DATETIMES.get(us)
+    if dt is None:
+        if len(_DATETIMES) >= _DATETIMES_MAX:
+            _DATETIMES.clear()
+        dt = _DATETIMES[us] = from_us(us)
+    return dt

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tiermem.ids import from_us
+from tiermem.ids import as_datetime
 from tiermem.model import Memory, TierName
 
 TS = pa.timestamp("us", tz="UTC")
@@ -169,20 +169,16 @@ def datetimes(col: pa.ChunkedArray) -> list[datetime | None]:
 
     Arrow's own tz-aware conversion costs ~4 µs a value; going through
     int64 microseconds costs ~0.3 µs, which matters on every search. Equal
-    values share one (immutable) datetime: rows added in one batch share
-    their times, so a bulk read converts each time once.
+    values share one (immutable) datetime (`ids.as_datetime`): rows added in
+    one batch share their times, so a bulk read converts each time once.
     """
     if col.null_count == len(col):  # e.g. expires_at, mostly unset
         return [None] * len(col)
     us = col.to_numpy().astype(np.int64).tolist()
-    memo: dict[int, datetime] = {}
     if col.null_count == 0:
-        return [memo.get(x) or memo.setdefault(x, from_us(x)) for x in us]
+        return [as_datetime(x) for x in us]
     valid = col.is_valid().to_pylist()
-    return [
-        (memo.get(x) or memo.setdefault(x, from_us(x))) if ok else None
-        for x, ok in zip(us, valid, strict=True)
-    ]
+    return [as_datetime(x) if ok else None for x, ok in zip(us, valid, strict=True)]
 
 
 def concat(tables: Iterable[pa.Table], dim: int) -> pa.Table:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiermem import schema
-from tiermem.ids import from_us
+from tiermem.ids import as_datetime
 from tiermem.model import Memory, TierName
 from tiermem.tiers.arrow_rows import Getter, RowReader
 
@@ -56,25 +56,6 @@ class TableFound(Found):
         if list(ranks) != list(range(table.num_rows)):  # usually all rows, in order
             table = table.take(pa.array(ranks, pa.int64()))
         return schema.to_memories(table, self.tier, accessed_at=accessed_at)
-
-
-# µs -> datetime, shared by every reader: the rows of a result (and of successive
-# results) share times (created_at = updated_at until an update, one tiered_at per
-# move). Cleared when full rather than LRU: a miss costs ~1 µs, the bookkeeping more.
-_DATETIMES: dict[int, datetime] = {}
-_DATETIMES_MAX = 1 << 16
-
-
-def as_datetime(us: int | None) -> datetime | None:
-    """`ids.from_us`, memoised (None stays None)."""
-    if us is None:
-        return None
-    dt = _DATETIMES.get(us)
-    if dt is None:
-        if len(_DATETIMES) >= _DATETIMES_MAX:
-            _DATETIMES.clear()
-        dt = _DATETIMES[us] = from_us(us)
-    return dt
 
 
 class MemoryReader:
