@@ -202,7 +202,7 @@ def test_components_match_a_union_find(
     edges = [(a, b) for a, b in pairs if a < n and b < n]
     members = [i for i in range(n) if i not in drop]
     arrays = (np.array([a for a, _ in edges], np.int64), np.array([b for _, b in edges], np.int64))
-    assert _components(members, arrays) == _union_find(members, edges)
+    assert _components(n, members, arrays) == _union_find(members, edges)
 
 
 @given(st.lists(st.lists(st.sampled_from("abcdefg"), max_size=6), min_size=1, max_size=8))

@@ -277,22 +277,22 @@ def _edges(vecs: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def _components(members: list[int], edges: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
-    """The connected components among `members` (ascending) by `edges`, each
-    ascending, ordered by their smallest member. Labels propagate as the
-    smallest index reachable, with pointer jumping: a few numpy passes for
-    clusters of any shape (a Python union-find was a tenth of consolidation)."""
+def _components(
+    n: int, members: list[int], edges: tuple[np.ndarray, np.ndarray]
+) -> list[list[int]]:
+    """The connected components among `members` (ascending, of rows 0..n-1) by
+    `edges`, each ascending, ordered by their smallest member. Labels propagate
+    as the smallest index reachable, with pointer jumping: a few numpy passes
+    for clusters of any shape (a Python union-find was a tenth of consolidation)."""
     if not members:
         return []
     idx = np.asarray(members, dtype=np.int64)
-    inside = np.zeros(max(members) + 1, dtype=bool)
+    inside = np.zeros(n, dtype=bool)
     inside[idx] = True
     a, b = edges
-    both = (a < len(inside)) & (b < len(inside))
-    a, b = a[both], b[both]
     both = inside[a] & inside[b]
     a, b = a[both], b[both]
-    labels = np.arange(len(inside), dtype=np.int64)
+    labels = np.arange(n, dtype=np.int64)
     while True:
         low = np.minimum(labels[a], labels[b])
         new = labels.copy()
@@ -318,7 +318,7 @@ def _clusters(ns: str, rules: ConsolidateRules, pool: list[Memory]) -> list[Work
     free = list(range(len(pool)))
     found: list[list[int]] = []
     while True:
-        big = [c for c in _components(free, edges) if len(c) >= need]
+        big = [c for c in _components(len(pool), free, edges) if len(c) >= need]
         made = [kept for kept, _, _ in _near_centre(vecs, big, t) if len(kept) >= need]
         if not made:
             break
@@ -330,8 +330,7 @@ def _clusters(ns: str, rules: ConsolidateRules, pool: list[Memory]) -> list[Work
     for _ in range(10):
         if not found or not len(left):
             break
-        cents = _unit(np.stack([vecs[cl].sum(axis=0) for cl in found]))
-        sims = vecs[left] @ cents.T
+        sims = vecs[left] @ _centroids(vecs, found)[0].T
         best = sims.argmax(axis=1)
         joins = sims[np.arange(len(left)), best] >= t
         if not joins.any():
@@ -358,10 +357,7 @@ def _near_centre(
     groups in a few numpy calls."""
     if not groups:
         return []
-    sizes = np.array([len(g) for g in groups])
-    flat = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    cents = _unit(np.add.reduceat(vecs[flat], starts, axis=0))
+    cents, flat, starts, sizes = _centroids(vecs, groups)
     sims = np.einsum("ij,ij->i", vecs[flat], np.repeat(cents, sizes, axis=0))
     lows = np.minimum.reduceat(sims, starts)
     ok = sims >= t
@@ -370,3 +366,15 @@ def _near_centre(
         (flat[a:b][ok[a:b]].tolist(), float(low), centre)
         for a, b, low, centre in zip(starts.tolist(), ends, lows, cents, strict=True)
     ]
+
+
+def _centroids(
+    vecs: np.ndarray, groups: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each group's centroid (its rows' normalised mean; groups non-empty), and
+    the layout it was summed over: the rows concatenated, each group's start
+    and size."""
+    sizes = np.array([len(g) for g in groups])
+    flat = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return _unit(np.add.reduceat(vecs[flat], starts, axis=0)), flat, starts, sizes
