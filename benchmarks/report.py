@@ -301,9 +301,9 @@ def sec_replay(rep: dict[str, Any] | None) -> list[str]:
         "one namespace, L1 capacity = its episodic `l1.capacity`: the share of requests "
         "served from each tier (miss: first sight, added), the L1 share next to Belady at "
         f"that capacity, and the moves of `demote`/`promote` (run every "
-        f"{rep['jobs_every_min']:g} simulated min; moves/s over the jobs' own seconds) and "
-        "of `add` over capacity (evict). An L2 read does not bring a memory up: only "
-        "`promote` does (benchmarks/replay.py).",
+        f"{rep['jobs_every_min']:g} simulated min; moves/s over the jobs' own seconds), "
+        "of reads from L2 (on read: the default's `promote.on_read: 1` brings the memory "
+        "into L1 at once) and of `add` over capacity (evict) (benchmarks/replay.py).",
         "",
         *replay.markdown(rep),
     ]

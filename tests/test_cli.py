@@ -168,7 +168,7 @@ def test_plan_and_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     data = json.loads(cli("plan", "demote", "--json", "--config", str(cfg)).stdout)
     assert [a["id"] for a in data["actions"]] == [id_]
     assert "moved 1" in cli("run", "demote", "--config", str(cfg)).stdout
-    assert json.loads(cli("get", id_).stdout)["tier"] == "l2"
+    assert json.loads(cli("get", id_, "--config", str(cfg)).stdout)["tier"] == "l2"
     report = json.loads(cli("run", "demote", "--json", "--config", str(cfg)).stdout)
     assert report["moved"] == 0
     assert "unknown job" in cli("plan", "defrag", code=1).stderr

@@ -79,7 +79,8 @@ def test_update_and_delete_in_every_tier(store: tiermem.Engine, tier: str) -> No
     m = store.add("in some tier", namespace="a", embedding=unit(1))
     if tier != "l1":
         store.demote(m.id, to=tier)
-    assert store.get(m.id).tier == tier
+    # scan, not get: a get from L2 reads it back into L1 (the default's promote.on_read)
+    assert {x.id: x.tier for x in store.scan()}[m.id] == tier
     store.update(m.id, importance=0.1)
     got = store.get(m.id)
     assert got.tier == tier and got.importance == 0.1 and got.version == 2

@@ -116,6 +116,93 @@ def test_promote_after_hits_in_window(mem: tiermem.Engine, clock: FakeClock) -> 
     assert mem.get(m.id).tier == "l1"
 
 
+READ_THROUGH = """
+version: 1
+kinds:
+  episodic:
+    l1: {capacity: 10, evict: [lru], idle: 1h, on_full: evict}
+    promote: {hits: 3, window: 1h, on_read: 2}
+"""
+
+
+@pytest.fixture
+def read_through(open_store: OpenStore, tmp_path: Path, clock: FakeClock) -> tiermem.Engine:
+    path = tmp_path / "read-through.yaml"
+    path.write_text(READ_THROUGH)
+    return open_store(policy=str(path), clock=clock)
+
+
+def test_promote_on_read_moves_at_the_read_that_reaches_hits(
+    read_through: tiermem.Engine, clock: FakeClock
+) -> None:
+    mem = read_through
+    m = mem.add("popular", namespace="a")
+    mem.demote(m.id, to="l2")
+    assert mem.get(m.id).tier == "l2"
+    assert tiers(mem)[m.id] == "l2"  # one hit: not yet
+    clock.advance(minutes=5)
+    assert mem.get(m.id).tier == "l2"  # returned as read: where it was found ...
+    assert tiers(mem)[m.id] == "l1"  # ... and moved into L1 by that read
+    [ev] = [e for e in mem.events.read() if e["job"] == "promote-on-read"]
+    assert (ev["id"], ev["src"], ev["dst"]) == (m.id, "l2", "l1")
+    assert ev["reason"] == "2 hits within 1h (>= on_read 2)"
+    mem.demote(m.id, to="l2")
+    clock.advance(minutes=5)
+    mem.get(m.id)
+    assert tiers(mem)[m.id] == "l2"  # the promotion spent its hits: a new pair is needed
+    clock.advance(minutes=5)
+    hits = mem.search("popular", namespace="a")  # a search hit counts like a get
+    assert [(h.memory.id, h.tier) for h in hits] == [(m.id, "l2")]
+    assert tiers(mem)[m.id] == "l1"
+    assert mem.plan("promote").actions == []  # nothing left for the job
+
+
+def test_promote_on_read_leaves_l3_to_the_job(
+    read_through: tiermem.Engine, clock: FakeClock
+) -> None:
+    """L3 is written in batches: its reads promote at the promote job's `hits`."""
+    mem = read_through
+    m = mem.add("archived", namespace="a")
+    mem.demote(m.id, to="l3")
+    for _ in range(3):
+        clock.advance(minutes=1)
+        mem.get(m.id)
+    assert tiers(mem)[m.id] == "l3"
+    assert [(a.src, a.dst) for a in mem.plan("promote").actions] == [("l3", "l2")]
+
+
+def test_promote_on_read_evicts_when_l1_is_over_capacity(
+    read_through: tiermem.Engine, clock: FakeClock
+) -> None:
+    mem = read_through
+    back = mem.add("comes back", namespace="a")
+    mem.demote(back.id, to="l2")
+    others = [mem.add(f"resident {i}", namespace="a").id for i in range(10)]
+    clock.advance(minutes=1)
+    for id_ in others[1:]:
+        clock.advance(seconds=1)
+        mem.get(id_)  # others[0], then others[1], are now the least recently used
+    for _ in range(2):
+        clock.advance(minutes=1)
+        mem.get(back.id)
+    where = tiers(mem)
+    assert where[back.id] == "l1"
+    assert sum(t == "l1" for t in where.values()) == 9  # down to 0.9 x capacity
+    assert where[others[0]] == "l2" and where[others[1]] == "l2"  # the two lru
+    jobs = {e["job"] for e in mem.events.read()}
+    assert {"promote-on-read", "evict"} <= jobs
+    assert len(where) == 11  # nothing lost
+
+
+def test_promote_on_read_is_off_by_default(mem: tiermem.Engine, clock: FakeClock) -> None:
+    m = mem.add("popular", namespace="a")
+    mem.demote(m.id, to="l2")
+    for _ in range(4):
+        mem.get(m.id)
+    assert tiers(mem)[m.id] == "l2"  # the module's policy has no on_read: the job decides
+    assert not mem.policy.promotes_on_read
+
+
 def test_access_count_travels_with_a_memory_across_tiers(
     mem: tiermem.Engine, clock: FakeClock
 ) -> None:

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from tiermem.lifecycle.planners import Group, human, plan_demote, plan_expire, plan_promote
+from tiermem.lifecycle.planners import (
+    Group,
+    human,
+    plan_demote,
+    plan_expire,
+    plan_promote,
+    plan_promote_on_read,
+)
 from tiermem.lifecycle.policy import Policy
 from tiermem.lifecycle.stats import ItemStats
 
@@ -160,6 +167,26 @@ def test_promote_skips_expired_superseded_and_disabled() -> None:
         ("l1", item("top", recent_hits=hits)),
     ]
     assert plan_promote(cands, p, NOW) == []  # type: ignore[arg-type]
+
+
+def test_promote_on_read_only_for_kinds_that_ask() -> None:
+    """At a read, only L2 memories of kinds that set on_read promote, by its count."""
+    hits = (NOW - 2 * H, NOW - H / 2, NOW)
+    p = policy(
+        episodic={"promote": {"hits": 5, "window": "1h", "on_read": 2}},
+        semantic={"promote": {"hits": 1, "window": "1h"}},
+    )
+    read = [
+        ("l2", item("ep", recent_hits=hits)),
+        ("l2", item("ep-one-hit", recent_hits=(NOW - 2 * H, NOW))),  # one outside the window
+        ("l3", item("ep-cold", recent_hits=hits)),  # L3: the job's, at its 5 hits
+        ("l2", item("sem", kind="semantic", recent_hits=hits)),  # no on_read
+        ("l2", item("ep-sup", recent_hits=hits, superseded=True)),
+    ]
+    actions = plan_promote_on_read(read, p, NOW)  # type: ignore[arg-type]
+    assert [(a.id, a.src, a.dst) for a in actions] == [("ep", "l2", "l1")]
+    assert actions[0].reason == "2 hits within 1h (>= on_read 2)"
+    assert p.promotes_on_read and not policy().promotes_on_read
 
 
 def test_expire_ttl_and_retention() -> None:

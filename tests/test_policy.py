@@ -190,6 +190,18 @@ BAD_POLICIES = [
         "is not callable",
     ),
     (
+        "on_read not a count",
+        'version: 1\nkinds:\n  episodic:\n    promote: {on_read: "yes"}\n',
+        "kinds.episodic.promote.on_read",
+        'expected a valid integer, got "yes"',
+    ),
+    (
+        "on_read zero",
+        "version: 1\nkinds:\n  episodic:\n    promote: {on_read: 0}\n",
+        "kinds.episodic.promote.on_read",
+        "expected greater than or equal to 1, got 0",
+    ),
+    (
         "negative capacity",
         "version: 1\nkinds:\n  episodic:\n    l2: {capacity: -1}\n",
         "kinds.episodic.l2.capacity",

@@ -52,6 +52,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.prefix = f"tmtest:{uuid.uuid4().hex[:12]}"
             self.model: dict[str, dict[str, object]] = {}  # id -> ns, tier, importance
             self.now = datetime.now(UTC)  # moved on by consolidate (its min_age is 1h)
+            self.events_seen = 0  # events log lines taken in (`_follow_read_promotions`)
             self.mem = self._open()
 
         def _open(self) -> tiermem.Engine:
@@ -169,6 +170,18 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert h.memory.namespace == ns and h.tier == self.model[h.memory.id]["tier"]
             scores = [h.score for h in hits]
             assert scores == sorted(scores, reverse=True)
+            self._follow_read_promotions()
+
+        def _follow_read_promotions(self) -> None:
+            """A read may promote what it read (``promote.on_read``): take in each such
+            move from the events log, checking it left the tier the model expects."""
+            events = list(self.mem.events.read())
+            for e in events[self.events_seen :]:
+                if e["job"] == "promote-on-read":
+                    assert self.model[e["id"]]["tier"] == e["src"], "promoted from elsewhere"
+                    self.model[e["id"]]["tier"] = e["dst"]
+                    event("promoted on read")
+            self.events_seen = len(events)
 
         @rule(ns=st.sampled_from(NAMESPACES))
         def forget(self, ns: str) -> None:

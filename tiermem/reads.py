@@ -13,6 +13,7 @@ from tiermem.core import EngineCore
 from tiermem.errors import NotFound, ValidationError
 from tiermem.fields import check_namespace
 from tiermem.filters import Filter, parse_where
+from tiermem.lifecycle import snapshot
 from tiermem.model import (
     TIERS,
     Hit,
@@ -40,7 +41,9 @@ class Reads(EngineCore):
         now = self.clock()
         out = {k: m for k, m in out.items() if m.expires_at is None or m.expires_at > now}
         self._misses += len(set(ids)) - len(out)
-        return {m.id: m for m in self._accessed(list(out.values()), now)}
+        read = self._accessed(list(out.values()), now)
+        self._promote_on_read(read, now)
+        return {m.id: m for m in read}
 
     def search(
         self,
@@ -83,10 +86,23 @@ class Reads(EngineCore):
             found = retrieval.rank(results)
         if score == "relevance":
             self._record_access(found[:k], now, namespace)
-            return retrieval.hits(found[:k], accessed_at=now)
-        hits = retrieval.blended(retrieval.hits(found), now)[:k]
-        fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
-        return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
+            out = retrieval.hits(found[:k], accessed_at=now)
+        else:
+            hits = retrieval.blended(retrieval.hits(found), now)[:k]
+            fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
+            out = [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
+        self._promote_on_read([h.memory for h in out], now)
+        return out
+
+    def _promote_on_read(self, read: Sequence[Memory], now: datetime) -> None:
+        """Read-through promotion (a kind's ``promote.on_read``) of memories just read
+        from L2; they are returned as read (their `tier` is where they were found)."""
+        if self.read_only or not self.policy.promotes_on_read:
+            return
+        warm = [m for m in read if m.tier == "l2"]
+        if warm:
+            with self._mutex:
+                self.lifecycle.promote_on_read(snapshot.read_stats(warm, self.hits), now)
 
     def scan(
         self,

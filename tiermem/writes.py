@@ -13,7 +13,7 @@ from tiermem import records, schema
 from tiermem.core import EngineCore
 from tiermem.errors import NotFound, TierMemError, ValidationError
 from tiermem.fields import check_namespace
-from tiermem.lifecycle import capacity, planners, snapshot
+from tiermem.lifecycle import capacity
 from tiermem.model import (
     TIERS,
     Action,
@@ -141,8 +141,8 @@ class Writes(EngineCore):
                     b.l1.put(part, new=True)  # fresh ids: no upsert DEL needed
                 else:
                     b.tiers[tier].put(part)
-            for group in adm.evict:
-                self._evict_now(*group)
+            for tier, ns, kind in adm.evict:
+                self.lifecycle.evict(tier, ns, kind, self.clock())
         return table, places, adm.errors
 
     def _count(self, tier: TierName, namespace: str, kind: str) -> int:
@@ -152,22 +152,6 @@ class Writes(EngineCore):
             sum(1 for k in t["kind"].to_pylist() if k == kind)
             for t in self.backends.tiers[tier].scan(namespace)
         )
-
-    def _evict_now(self, tier: TierName, namespace: str, kind: str) -> None:
-        """Demote the excess of a group that a write took over capacity (on_full: evict)."""
-        b, now = self.backends, self.clock()
-        if tier == "l1":
-            groups = snapshot.hot_groups(b.l1, self.dim, [namespace])
-        else:
-            groups = [
-                g
-                for g in snapshot.warm_groups(b.l2, self.dim, self.hits)
-                if g.namespace == namespace
-            ]
-        for group in groups:
-            if group.kind == kind:
-                actions, _ = planners.demote_group(group, self.policy, now, capacity.EVICT_TO)
-                self.lifecycle.apply("evict", actions, now)
 
     def update(
         self,

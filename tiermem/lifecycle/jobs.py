@@ -21,9 +21,10 @@ from tiermem.access import HitLog
 from tiermem.backends import Backends
 from tiermem.errors import TierMemError, ValidationError
 from tiermem.events import EventLog
-from tiermem.lifecycle import planners, snapshot
+from tiermem.lifecycle import capacity, planners, snapshot
 from tiermem.lifecycle.planned import Planned, ids_of, namespaces_of
 from tiermem.lifecycle.policy import Policy
+from tiermem.lifecycle.stats import ItemStats
 from tiermem.model import KINDS, TIERS, Action, JobReport, Plan, TierName
 from tiermem.moves import Mover
 
@@ -188,6 +189,40 @@ class Lifecycle:
             except TierMemError as exc:
                 batches.failed(run[finished], exc)
                 run = run[finished + 1 :]
+
+    def evict(self, tier: TierName, namespace: str, kind: str, now: datetime) -> JobReport:
+        """Demote the excess of a group an add or a read-through promotion took over
+        capacity (``on_full: evict``), down to `capacity.EVICT_TO` of it; job "evict"."""
+        b = self.backends
+        if tier == "l1":
+            groups = snapshot.hot_groups(b.l1, self.dim, [namespace])
+        else:
+            groups = [g for g in snapshot.warm_groups(b.l2, self.dim, self.hits)
+                      if g.namespace == namespace]  # fmt: skip
+        actions: list[Action] = []
+        for group in groups:
+            if group.kind == kind:
+                actions += planners.demote_group(group, self.policy, now, capacity.EVICT_TO)[0]
+        return self.apply("evict", actions, now)
+
+    def promote_on_read(self, read: Sequence[tuple[TierName, ItemStats]], now: datetime) -> int:
+        """Read-through: move the memories just read from L2 whose kind's
+        ``promote.on_read`` hits (this read's included) are reached into L1; job
+        "promote-on-read". L1 groups this takes over capacity evict at once when
+        their ``on_full`` is evict (else the next demote sees to them). Returns
+        how many moved."""
+        actions = planners.plan_promote_on_read(read, self.policy, now)
+        if not actions:
+            return 0
+        moved = self.apply("promote-on-read", actions, now).moved
+        kind_of = {s.id: s.kind for _, s in read}
+        into_l1 = [(a.namespace, kind_of[a.id]) for a in actions if a.dst == "l1"]
+        for ns, kind in dict.fromkeys(into_l1):
+            rules = self.policy.for_kind(kind).l1
+            full = rules.capacity is not None and rules.on_full == "evict"
+            if full and self.backends.l1.count(ns, kind) > (rules.capacity or 0):
+                self.evict("l1", ns, kind, now)
+        return moved
 
     def checkpoint(self) -> None:
         """Persist derived and in-process state: L2 indexes and access stats, L3 access, hits."""

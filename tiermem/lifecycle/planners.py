@@ -8,7 +8,8 @@ Rules (POLICY.md):
 - demote: from l1/l2 one tier colder when idle (``now - last_accessed_at
   >= idle``), aged (``now - inserted_at >= age``), or over capacity (items
   or bytes; victims picked by the tier's ``evict`` selectors in order);
-- promote: one tier hotter after ``hits`` accesses within ``window``;
+- promote: one tier hotter after ``hits`` accesses within ``window``; and,
+  with ``on_read: n``, L2 -> L1 at the read that makes n (`plan_promote_on_read`);
 - expire: delete when ``expires_at <= now``, or after ``retain`` in l3.
 Pinned memories are never moved colder by a rule; a kind's ``pin:`` keeps
 its current (not superseded) memories at that tier or hotter.
@@ -238,16 +239,40 @@ def plan_promote(
     actions = []
     for tier, item in candidates:
         rules = policy.for_kind(item.kind).promote
-        if tier == "l1" or rules is None or _expired(item, now) or item.superseded:
-            continue
-        recent = [t for t in item.recent_hits if now - rules.window < t <= now]
-        if len(recent) >= rules.hits:
-            why = f"{len(recent)} hits within {human(rules.window)} (>= {rules.hits})"
-            actions.append(
-                Action(id=item.id, namespace=item.namespace, action="move", src=tier,
-                       dst=_hotter(tier), reason=why)
-            )  # fmt: skip
+        if tier != "l1" and rules is not None:
+            action = _promotion(tier, item, rules.hits, rules.window, now)
+            actions += [action] if action else []
     return actions
+
+
+def plan_promote_on_read(
+    read: Sequence[tuple[TierName, ItemStats]], policy: Policy, now: datetime
+) -> list[Action]:
+    """The read-through promotions due at a read of these memories: L2 -> L1 for
+    kinds whose ``promote.on_read`` hits (this read's included) fall in ``window``.
+    L3 reads are left to the promote job (L3 is written in batches)."""
+    actions = []
+    for tier, item in read:
+        rules = policy.for_kind(item.kind).promote
+        if tier == "l2" and rules is not None and rules.on_read is not None:
+            action = _promotion(tier, item, rules.on_read, rules.window, now, "on_read ")
+            actions += [action] if action else []
+    return actions
+
+
+def _promotion(
+    tier: TierName, item: ItemStats, hits: int, window: timedelta, now: datetime, rule: str = ""
+) -> Action | None:
+    """One tier up if `item` has `hits` hits within `window` (not expired or superseded)."""
+    if _expired(item, now) or item.superseded:
+        return None
+    recent = [t for t in item.recent_hits if now - window < t <= now]
+    if len(recent) < hits:
+        return None
+    why = f"{len(recent)} hits within {human(window)} (>= {rule}{hits})"
+    return Action(
+        id=item.id, namespace=item.namespace, action="move", src=tier, dst=_hotter(tier), reason=why
+    )
 
 
 def plan_expire(groups: Iterable[Group], policy: Policy, now: datetime) -> list[Action]:

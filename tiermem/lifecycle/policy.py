@@ -102,6 +102,7 @@ class Policy(Section):
     defaults: KindPolicy | None = None  # what a kind's section is laid over
     source: Path | None = Field(None, exclude=True)  # the file it was loaded from
     _effective: dict[Kind, KindPolicy] = PrivateAttr(default_factory=dict)
+    _on_read: bool = PrivateAttr(False)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -123,7 +124,13 @@ class Policy(Section):
             check_pin(merged, where)
             effective[kind] = merged
         self._effective = effective
+        self._on_read = any(bool(r.promote and r.promote.on_read) for r in effective.values())
         return self
+
+    @property
+    def promotes_on_read(self) -> bool:
+        """Whether any kind's ``promote`` rule sets ``on_read`` (reads then check it)."""
+        return self._on_read
 
     def for_kind(self, kind: Kind | str) -> KindPolicy:
         """The effective rules of `kind`: its section over `defaults:` over `BUILTIN`."""
@@ -147,7 +154,8 @@ class Policy(Section):
                 parts.append(f"{tier} {cap} evict {','.join(r.evict)} idle {d(r.idle)}")
             parts.append(f"l3 retain {d(k.l3.retain)}")
             if p := k.promote:
-                parts.append(f"promote {p.hits} hits/{d(p.window)}")
+                on_read = f", {p.on_read} on read" if p.on_read else ""
+                parts.append(f"promote {p.hits} hits/{d(p.window)}{on_read}")
             if c := k.consolidate:
                 parts.append(f"consolidate every {d(c.every)} at {c.similarity} -> {c.into}")
             parts.append(f"dedupe {k.dedupe}" if k.dedupe else "")

@@ -8,7 +8,7 @@ L2/L3.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from tiermem.ids import from_us
 from tiermem.lifecycle.planners import Group
 from tiermem.lifecycle.policy import Policy
 from tiermem.lifecycle.stats import ItemStats, StatsColumns, Unread
-from tiermem.model import TierName
+from tiermem.model import Memory, TierName
 from tiermem.tiers import hot_codec as codec
 from tiermem.tiers.cold import ColdTier
 from tiermem.tiers.hot import HotTier
@@ -185,6 +185,30 @@ def cold_groups(l3: ColdTier, dim: int, hits: HitLog) -> list[Group]:
     if table is None:
         return []
     return _grouped("l3", _table_stats("l3", [table], dim, hits, None))
+
+
+def read_stats(memories: Sequence[Memory], hits: HitLog) -> list[tuple[TierName, ItemStats]]:
+    """What the promote rule sees of memories just read (a read's own hit
+    already recorded), with the tier each was read from."""
+    recent = hits.get([m.id for m in memories])
+    return [(m.tier, _read_stats(m, recent.get(m.id, []))) for m in memories]
+
+
+def _read_stats(m: Memory, hits_us: list[int]) -> ItemStats:
+    return ItemStats(
+        id=m.id,
+        namespace=m.namespace,
+        kind=m.kind,
+        created_at=m.created_at,
+        inserted_at=m.tiered_at or m.created_at,
+        last_accessed_at=m.last_accessed_at,
+        access_count=m.access_count,
+        recent_hits=tuple(from_us(t) for t in hits_us),
+        importance=m.importance,
+        expires_at=m.expires_at,
+        pinned=m.pinned,
+        superseded=m.superseded_by is not None,
+    )
 
 
 def promote_candidates(
