@@ -77,3 +77,54 @@ def test_kill_during_move_loses_nothing(
 def test_failpoint_unset_is_inert(store: tiermem.Engine) -> None:
     m = store.add("x", namespace="a")
     assert store.demote(m.id, to="l3").tier == "l3"
+
+
+READ_THROUGH_CHILD = textwrap.dedent(
+    """
+    import json, os, sys, tiermem
+    path, url, prefix, point = sys.argv[1:5]
+    policy = path + "/policy.yaml"
+    with open(policy, "w") as fh:
+        fh.write("version: 1\\nkinds:\\n  episodic:\\n"
+                 "    l1: {{capacity: 30, evict: [lru], on_full: evict}}\\n"
+                 "    promote: {{on_read: 1}}\\n")
+    mem = tiermem.open(path, policy=policy, embedder=tiermem.HashingEmbedder({dim}),
+                       **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
+                          "moves.batch": 10}})
+    warm = mem.add_many([{{"text": f"memory number {{i}}"}} for i in range(25)],
+                        namespace="crash").ids
+    mem.mover.move("l1", "l2", warm)
+    hot = mem.add_many([{{"text": f"memory number {{i}}"}} for i in range(25, 45)],
+                       namespace="crash").ids
+    with open(path + "/acked.json", "w") as fh:
+        json.dump(warm + hot, fh)
+    os.environ["TIERMEM_FAILPOINT"] = point
+    mem.get_many(warm)  # reads 25 from L2: each comes up, and L1 (45 > 30) evicts
+    print("finished without crashing", flush=True)
+    """
+).format(dim=DIM)
+
+# the promotion moves 25 in batches of 10 (move.*:1-3); the eviction after it is move 4
+READ_THROUGH_POINTS = [*STEPS, "move.copied:2", "move.copied:4", "move.deleted:4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", READ_THROUGH_POINTS)
+def test_kill_during_read_through_loses_nothing(
+    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore, point: str
+) -> None:
+    """A get that promotes (promote.on_read) and then evicts is killed at each step."""
+    path = tmp_path / "store"
+    path.mkdir()
+    run_until_killed(READ_THROUGH_CHILD, str(path), redis_url, prefix, point)
+    acked = json.loads((path / "acked.json").read_text())
+    assert len(acked) == 45
+
+    mem = open_store(path, policy=str(path / "policy.yaml"))
+    seen = [(m.id, m.tier, m.text) for m in mem.scan(namespace="crash")]
+    assert sorted(s[0] for s in seen) == sorted(acked), "lost or duplicated memories"
+    assert {s[1] for s in seen} <= {"l1", "l2"}
+    assert all(text.startswith("memory number") for _, _, text in seen)
+    assert not list((path / "moves").glob("*.json")), "journal not cleared by recovery"
+    got = mem.get_many(acked)  # still usable: every memory reads back
+    assert sorted(got) == sorted(acked)
