@@ -151,8 +151,12 @@ def test_promote_on_read_moves_at_the_read_that_reaches_hits(
     mem.get(m.id)
     assert tiers(mem)[m.id] == "l2"  # the promotion spent its hits: a new pair is needed
     clock.advance(minutes=5)
-    hits = mem.search("popular", namespace="a")  # a search hit counts like a get
+    hits = mem.search("popular", namespace="a")  # a search hit counts as an access ...
     assert [(h.memory.id, h.tier) for h in hits] == [(m.id, "l2")]
+    assert tiers(mem)[m.id] == "l2"  # ... but moves nothing at the search
+    assert [(a.src, a.dst) for a in mem.plan("promote").actions] == []  # 2 hits < 3
+    clock.advance(minutes=5)
+    mem.get(m.id)  # the third hit in the window; on_read (2) is met at this get
     assert tiers(mem)[m.id] == "l1"
     assert mem.plan("promote").actions == []  # nothing left for the job
 

@@ -1,7 +1,8 @@
 """The whole engine against a dict model (hypothesis stateful testing).
 
-Random add / delete / update / move / search / forget / reopen / consolidate
-across two namespaces. Invariants after every step: nothing lost, nothing
+Random add / delete / update / move / get / search / forget / reopen /
+consolidate across two namespaces (a get may promote on read: the default
+policy's ``promote.on_read``). Invariants after every step: nothing lost, nothing
 resurrected, exactly one home tier per memory (the one the model expects),
 and a search never crosses namespaces. A consolidation may add semantic
 memories and move episodes to L3; its rule checks what it did (every
@@ -170,6 +171,16 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert h.memory.namespace == ns and h.tier == self.model[h.memory.id]["tier"]
             scores = [h.score for h in hits]
             assert scores == sorted(scores, reverse=True)
+            # no _follow_read_promotions: a search moves nothing (the invariant checks)
+
+        @rule(id_=ids, ns=st.sampled_from(NAMESPACES))
+        def get(self, id_: str, ns: str) -> None:
+            """get_many of a namespace's memories and one bundle id (maybe deleted)."""
+            wanted = [i for i, m in self.model.items() if m["ns"] == ns] + [id_]
+            got = self.mem.get_many(wanted)
+            assert set(got) == {i for i in wanted if i in self.model}, "lost or came back"
+            for i, m in got.items():
+                assert (m.namespace, m.tier) == (self.model[i]["ns"], self.model[i]["tier"])
             self._follow_read_promotions()
 
         def _follow_read_promotions(self) -> None:

@@ -86,17 +86,20 @@ class Reads(EngineCore):
             found = retrieval.rank(results)
         if score == "relevance":
             self._record_access(found[:k], now, namespace)
-            out = retrieval.hits(found[:k], accessed_at=now)
-        else:
-            hits = retrieval.blended(retrieval.hits(found), now)[:k]
-            fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
-            out = [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
-        self._promote_on_read([h.memory for h in out], now)
-        return out
+            return retrieval.hits(found[:k], accessed_at=now)
+        hits = retrieval.blended(retrieval.hits(found), now)[:k]
+        fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
+        return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]
 
     def _promote_on_read(self, read: Sequence[Memory], now: datetime) -> None:
-        """Read-through promotion (a kind's ``promote.on_read``) of memories just read
-        from L2; they are returned as read (their `tier` is where they were found)."""
+        """Read-through promotion (a kind's ``promote.on_read``) of memories just got
+        from L2; they are returned as read (their `tier` is where they were found).
+
+        Gets only: a search's hits count as accesses (the promote job moves what
+        they earn) but move nothing then. Moving them at the search made each
+        search of a 20k-memory L2 namespace move and evict ~10 memories: p50
+        30 ms against 1.6 ms (`benchmarks/results/perf-log.md`, sixth pass).
+        """
         if self.read_only or not self.policy.promotes_on_read:
             return
         warm = [m for m in read if m.tier == "l2"]

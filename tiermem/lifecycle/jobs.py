@@ -206,7 +206,7 @@ class Lifecycle:
         return self.apply("evict", actions, now)
 
     def promote_on_read(self, read: Sequence[tuple[TierName, ItemStats]], now: datetime) -> int:
-        """Read-through: move the memories just read from L2 whose kind's
+        """Read-through: move the memories just got from L2 whose kind's
         ``promote.on_read`` hits (this read's included) are reached into L1; job
         "promote-on-read". L1 groups this takes over capacity evict at once when
         their ``on_full`` is evict (else the next demote sees to them). Returns

@@ -140,12 +140,13 @@ class L3Rules(Section):
 class PromoteRules(Section):
     """`hits` accesses within `window` move a memory one tier up (the promote job).
 
-    `on_read` (read-through; None: off): the get or search that brings a
-    memory in L2 to this many accesses within `window` moves it into L1 then
-    and there, so a re-read working set is back in L1 after one read instead
-    of at the next promote run; L1 over capacity then evicts (if its
-    ``on_full`` is evict), as an add does. L3 memories wait for the job: L3
-    is written in batches.
+    `on_read` (read-through; None: off): the `get` or `get_many` that brings
+    a memory in L2 to this many accesses within `window` moves it into L1
+    then and there, so a re-read working set is back in L1 after one read
+    instead of at the next promote run; L1 over capacity then evicts (if its
+    ``on_full`` is evict), as an add does. Search hits count as accesses but
+    move nothing at the search (that would put moves on the search path); L3
+    memories wait for the job (L3 is written in batches).
     """
 
     hits: int = Field(3, ge=1, strict=True)
