@@ -34,7 +34,7 @@ kinds:
     l1: {capacity: 10, evict: [lru], idle: 1h, on_full: evict}
     l2: {idle: 1d}
     l3: {retain: 30d}
-    promote: {hits: 3, window: 1h}
+    promote: {hits: 3, window: 1h, on_read: 3}
   semantic:
     l1: {capacity: 2, on_full: warn}
 """
@@ -130,6 +130,10 @@ def test_moves_deletes_evictions_by_job(mem: tiermem.Engine, clock: FakeClock) -
     assert evicted > 0
     assert value(mem, "tiermem_moves_total", job_name="evict", src="l1", dst="l2") == evicted
     assert value(mem, "tiermem_tier_items", tier="l1") == 12 - evicted
+    back = next(m.id for m in mem.scan(tiers=["l2"]))
+    for _ in range(3):
+        mem.get(back)  # the third get reads it through into L1 (on_read: 3)
+    assert value(mem, "tiermem_moves_total", job_name="promote-on-read", src="l2", dst="l1") == 1
     l1 = [m.id for m in mem.scan(tiers=["l1"])]
     mem.demote(l1[0], to="l3")  # a user's move
     assert value(mem, "tiermem_moves_total", job_name="user", src="l1", dst="l3") == 1

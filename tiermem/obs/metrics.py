@@ -16,7 +16,8 @@ label Prometheus adds to every scraped series):
 - ``tiermem_tier_op_seconds{tier,op}`` — histogram of each tier's get/search
 - ``tiermem_errors_total{op,type}`` — exceptions raised by public Engine calls
 - ``tiermem_moves_total{job_name,src,dst}`` — memories moved (``user``: promote/demote/
-  supersede calls; ``evict``: capacity eviction at write time)
+  supersede calls; ``evict``: capacity eviction at write or read-through time;
+  ``promote-on-read``: read-through promotion by a get)
 - ``tiermem_deletes_total{job_name}``, ``tiermem_consolidation_merges_total``
 - ``tiermem_evictions_total{tier,selector}`` — capacity victims by the selector that picked them
 - ``tiermem_job_seconds{job_name}`` — histogram of job runs
@@ -37,23 +38,20 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from tiermem.lifecycle.planned import rows_of
 from tiermem.model import TIERS, Action, JobReport
+from tiermem.obs.collector import EngineCollector
 from tiermem.obs.tracing import span
 
 if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
-
     from tiermem.engine import Engine
 
 log = logging.getLogger("tiermem.obs")
@@ -82,7 +80,10 @@ OPS = (
     "import_",
     "check",
 )
-JOB_LABELS = ("demote", "promote", "expire", "consolidate", "compact", "checkpoint", "evict")
+JOB_LABELS = (
+    *("demote", "promote", "expire", "consolidate", "compact", "checkpoint"),
+    *("evict", "promote-on-read"),  # moves made by an add over capacity, by a get
+)
 OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900)
 _EVICTED_BY = re.compile(r"picked by (\S+)$")  # planners._evict's reason
@@ -158,7 +159,7 @@ class EngineMetrics:
             ["job_name"],
             registry=r,
         )
-        r.register(_EngineCollector(engine))
+        r.register(EngineCollector(engine))
         now = time.time()
         for job, every in engine.config.scheduler.intervals().items():
             if every > 0:
@@ -331,75 +332,3 @@ class EngineMetrics:
                 fn()
 
         return close
-
-
-class _EngineCollector(Collector):
-    """What is read at scrape time: tier sizes, hit counters, intervals, Redis health."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def collect(self) -> Iterable[Metric]:
-        return list(self._collect())
-
-    def _collect(self) -> Iterator[Metric]:
-        e = self.engine
-        b = e._b  # None once closed
-        items = GaugeMetricFamily("tiermem_tier_items", "Memories held per tier", labels=["tier"])
-        size = GaugeMetricFamily(
-            "tiermem_tier_bytes", "Approximate bytes held per tier", labels=["tier"]
-        )
-        nss = GaugeMetricFamily(
-            "tiermem_tier_namespaces", "Namespaces with memories per tier", labels=["tier"]
-        )
-        if b is not None:
-            for tier, obj in b.tiers.items():
-                try:
-                    st = obj.stats()
-                except Exception as exc:  # a scrape must not fail on one tier
-                    log.warning("metrics: stats of %s failed: %s", tier, type(exc).__name__)
-                    continue
-                items.add_metric([tier], st.count)
-                size.add_metric([tier], st.bytes)
-                nss.add_metric([tier], st.namespaces)
-        yield from (items, size, nss)
-
-        hits = CounterMetricFamily("tiermem_hits", "Reads served per tier", labels=["tier"])
-        for tier in TIERS:
-            hits.add_metric([tier], e._hits[tier])
-        yield hits
-        yield CounterMetricFamily("tiermem_misses", "Ids read but not found", value=e._misses)
-
-        every = GaugeMetricFamily(
-            "tiermem_job_interval_seconds",
-            "Seconds between runs of each job (0: off), as the current policy sets them",
-            labels=["job_name"],
-        )
-        for job, secs in e.job_intervals().items():
-            every.add_metric([job], secs)
-        yield every
-
-        embedded = "false" if b is None or b.embedded is None else "true"
-        up = GaugeMetricFamily("tiermem_redis_up", "L1 Redis answers PING", labels=["embedded"])
-        ping = GaugeMetricFamily(
-            "tiermem_redis_ping_seconds", "Latency of PING to the L1 Redis", labels=["embedded"]
-        )
-        ok = False
-        if b is not None:
-            started = time.perf_counter()
-            try:
-                ok = bool(b.l1.client.ping())
-            except Exception as exc:
-                log.warning("metrics: Redis ping failed: %s", type(exc).__name__)
-            if ok:
-                ping.add_metric([embedded], time.perf_counter() - started)
-        up.add_metric([embedded], 1.0 if ok else 0.0)
-        yield from (up, ping)
-
-        from tiermem import __version__
-
-        info = GaugeMetricFamily(
-            "tiermem_info", "tiermem version and mode", labels=["version", "read_only"]
-        )
-        info.add_metric([__version__, str(e.read_only).lower()], 1)
-        yield info
