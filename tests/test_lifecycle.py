@@ -161,6 +161,21 @@ def test_promote_on_read_moves_at_the_read_that_reaches_hits(
     assert mem.plan("promote").actions == []  # nothing left for the job
 
 
+def test_promote_on_read_is_the_writers_alone(
+    read_through: tiermem.Engine, open_store: OpenStore, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A read-only process reads L2 without moving anything (it records no L2 hits)."""
+    m = read_through.add("shared", namespace="a")
+    read_through.demote(m.id, to="l2")
+    policy = str(tmp_path / "read-through.yaml")
+    reader = open_store(read_through.path, read_only=True, policy=policy)
+    for _ in range(3):
+        clock.advance(minutes=1)
+        assert reader.get(m.id).tier == "l2"
+    assert tiers(read_through)[m.id] == "l2"
+    assert not [e for e in read_through.events.read() if e["job"] == "promote-on-read"]
+
+
 def test_promote_on_read_leaves_l3_to_the_job(
     read_through: tiermem.Engine, clock: FakeClock
 ) -> None:
