@@ -12,6 +12,8 @@ import pytest
 import tiermem
 from tests.conftest import OpenStore
 from tests.test_engine import FakeClock
+from tiermem.ids import to_us
+from tiermem.lifecycle import planners, snapshot
 
 POLICY = """
 version: 1
@@ -174,6 +176,25 @@ def test_promote_on_read_is_the_writers_alone(
         assert reader.get(m.id).tier == "l2"
     assert tiers(read_through)[m.id] == "l2"
     assert not [e for e in read_through.events.read() if e["job"] == "promote-on-read"]
+
+
+def test_promote_on_read_skips_what_moved_since_the_read(
+    read_through: tiermem.Engine, clock: FakeClock
+) -> None:
+    """Read-through plans from what the get read; a job may move it before the
+    promotion takes the engine lock: then there is nothing to promote or log."""
+    mem = read_through
+    m = mem.add("moving on", namespace="a")
+    mem.demote(m.id, to="l2")
+    read = mem.get(m.id)  # as this get saw it: in L2, one hit (on_read is 2)
+    mem.demote(m.id, to="l3")  # then moved by someone else
+    clock.advance(minutes=1)
+    mem.hits.record([m.id], to_us(clock()))  # a second hit: the rule alone would promote
+    due = snapshot.read_stats([read], mem.hits)
+    assert [a.src for a in planners.plan_promote_on_read(due, mem.policy, clock())] == ["l2"]
+    assert mem.lifecycle.promote_on_read(due, clock()) == 0
+    assert tiers(mem)[m.id] == "l3"
+    assert not [e for e in mem.events.read() if e["job"] == "promote-on-read"]
 
 
 def test_promote_on_read_leaves_l3_to_the_job(
