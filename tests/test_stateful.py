@@ -1,6 +1,6 @@
 """The whole engine against a dict model (hypothesis stateful testing).
 
-Random add / delete / update / move / get / search / forget / reopen /
+Random add / delete / update / move / cool (L1 to L2) / get / search / forget / reopen /
 consolidate across two namespaces (a get may promote on read: the default
 policy's ``promote.on_read``). Invariants after every step: nothing lost, nothing
 resurrected, exactly one home tier per memory (the one the model expects),
@@ -172,6 +172,14 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             scores = [h.score for h in hits]
             assert scores == sorted(scores, reverse=True)
             # no _follow_read_promotions: a search moves nothing (the invariant checks)
+
+        @rule(ns=st.sampled_from(NAMESPACES))
+        def cool(self, ns: str) -> None:
+            """Every L1 memory of a namespace to L2: something for a get to read through."""
+            for i, m in self.model.items():
+                if m["ns"] == ns and m["tier"] == "l1":
+                    self.mem.demote(i, to="l2")
+                    m["tier"] = "l2"
 
         @rule(id_=ids, ns=st.sampled_from(NAMESPACES))
         def get(self, id_: str, ns: str) -> None:
