@@ -212,8 +212,8 @@ class Lifecycle:
         their ``on_full`` is evict (else the next demote sees to them). Returns
         how many moved."""
         # only what L2 still holds: a job (another thread's) may have moved it since the read
-        held = self.backends.l2.locate([s.id for t, s in read if t == "l2"])
-        read = [(t, s) for t, s in read if t != "l2" or s.id in held]
+        held = self.backends.l2.locate([s.id for _, s in read])
+        read = [(t, s) for t, s in read if t == "l2" and s.id in held]
         actions = planners.plan_promote_on_read(read, self.policy, now)
         if not actions:
             return 0

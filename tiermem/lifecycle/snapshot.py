@@ -190,11 +190,12 @@ def cold_groups(l3: ColdTier, dim: int, hits: HitLog) -> list[Group]:
 def read_stats(memories: Sequence[Memory], hits: HitLog) -> list[tuple[TierName, ItemStats]]:
     """What the promote rule sees of memories just read (a read's own hit
     already recorded), with the tier each was read from."""
-    recent = hits.get([m.id for m in memories])
-    return [(m.tier, _read_stats(m, recent.get(m.id, []))) for m in memories]
+    ids = [m.id for m in memories]
+    times = _hit_times(ids, hits.get(ids))
+    return [(m.tier, _read_stats(m, t)) for m, t in zip(memories, times, strict=True)]
 
 
-def _read_stats(m: Memory, hits_us: list[int]) -> ItemStats:
+def _read_stats(m: Memory, recent_hits: tuple[datetime, ...]) -> ItemStats:
     return ItemStats(
         id=m.id,
         namespace=m.namespace,
@@ -203,7 +204,7 @@ def _read_stats(m: Memory, hits_us: list[int]) -> ItemStats:
         inserted_at=m.tiered_at or m.created_at,
         last_accessed_at=m.last_accessed_at,
         access_count=m.access_count,
-        recent_hits=tuple(from_us(t) for t in hits_us),
+        recent_hits=recent_hits,
         importance=m.importance,
         expires_at=m.expires_at,
         pinned=m.pinned,
