@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import hitratio, replay
+from benchmarks import hitratio, replay, suites
 from tiermem.resources import shipped_policy
 
 CAPACITY = 40
@@ -97,3 +97,26 @@ def test_job_boundaries_first_and_last_in_a_gap() -> None:
         T0 + step,
         T0 + 5 * step,
     ]
+
+
+def test_zipf_rows_carry_the_static_oracle_bound(result: dict[str, Any]) -> None:
+    """The bound online policies face on IRM traces: no better than Belady, and the
+    goal row says whether 0.9x Belady is within it."""
+    s = result["summary"]
+    oracle = hitratio.static_oracle(trace().keys, CAPACITY) / 900
+    assert s["static_oracle"] == oracle
+    assert 0 < oracle <= s["belady"]
+    assert s["oracle_to_belady"] == pytest.approx(oracle / s["belady"])
+    assert s["ratio_to_oracle"] == pytest.approx(s["l1_hit_ratio"] / oracle)
+    (row,) = suites.replay_goals({"results": [s]})
+    reach = "reachable" if s["oracle_to_belady"] >= 0.9 else "unreachable for online policies"
+    assert f"static oracle {s['oracle_to_belady']:.2f}x Belady: {reach}" in row["goal"]
+
+
+def test_traces_with_no_known_bound_say_so() -> None:
+    """Chat requests are not independent: no static-oracle figure, no bound in the row."""
+    tr = dataclasses.replace(trace(), irm=False)
+    s = replay.summary(tr, replay.Tally(), CAPACITY, 1.0, {})
+    assert s["static_oracle"] is s["oracle_to_belady"] is s["ratio_to_oracle"] is None
+    (row,) = suites.replay_goals({"results": [s]})
+    assert "oracle" not in row["goal"]
