@@ -243,6 +243,20 @@ def test_numbers_are_sent_as_hiredis_would_send_them(n: int, f: float) -> None:
     assert pack_command(("X", codec._floats([f])[0])) == pack_command(("X", f))  # type: ignore[arg-type]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=8))
+def test_batches_and_single_rows_encode_numbers_alike(values: list[int | None]) -> None:
+    """Arrow's path (a batch of `_ARROW_DECIMALS_FROM` rows or more) and Python's (a
+    few rows) give the same bytes, for integers and for timestamps."""
+    big = values * (codec._ARROW_DECIMALS_FROM // len(values) + 1)
+    assert len(big) >= codec._ARROW_DECIMALS_FROM > len(values)
+    for typ in (pa.int64(), sch.TS):
+        few = codec._decimals(pa.chunked_array([pa.array(values, typ)]))
+        many = codec._decimals(pa.chunked_array([pa.array(big, typ)]))
+        assert many[: len(values)] == few
+        assert few == [None if v is None else str(v).encode() for v in values]
+
+
 def old_rows(keys: list[str], cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     names = [(n, cols[n]) for n in sch.COLUMNS]
     return [

@@ -154,7 +154,7 @@ _dump_metadata = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def _timestamps(us: Sequence[int | None]) -> pa.Array:
-    return pa.array(us, pa.int64()).cast(schema.TS)
+    return pa.array(us, schema.TS)  # µs ints straight in: no cast (~5 µs a column)
 
 
 def edited(old: Memory, changes: dict[str, Any], now: datetime, *, bump: bool) -> Memory:

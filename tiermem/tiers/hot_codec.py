@@ -77,11 +77,16 @@ def encode_columns(table: pa.Table) -> dict[str, list[Any]]:
 
 # Numbers go to hiredis as the bytes it would make of them (decimal ints, repr
 # floats): converting them there was ~20% of packing a record.
+_ARROW_DECIMALS_FROM = 256  # rows; below, Arrow's three casts cost more than Python
+
+
 def _decimals(col: pa.ChunkedArray) -> list[bytes | None]:
-    """Integers (timestamps as µs) in decimal, converted by Arrow in one pass."""
-    out: list[bytes | None] = (
-        pc.cast(pc.cast(col, pa.int64()), pa.string()).cast(pa.binary()).to_pylist()
-    )
+    """Integers (timestamps as µs) in decimal: by Arrow in one pass for a batch,
+    by Python for a few rows (one add: 7 columns, ~9 µs saved on each)."""
+    ints = pc.cast(col, pa.int64())
+    if len(col) < _ARROW_DECIMALS_FROM:
+        return [None if v is None else b"%d" % v for v in ints.to_pylist()]
+    out: list[bytes | None] = pc.cast(ints, pa.string()).cast(pa.binary()).to_pylist()
     return out
 
 
