@@ -102,7 +102,22 @@ def test_l1_directory_and_records(store: tiermem.Engine) -> None:
     assert ids[2] in {h.memory.id for h in hits}
 
 
+def test_unfinished_move_in_the_journal_log(store: tiermem.Engine) -> None:
+    ids = fill(store)
+    b = store.backends
+    store.mover.journal.begin("l1", "l2", ids[:2])  # a move that crashed after its copy
+    b.l2.put(b.l1.get(ids[:2]))
+    report = store.check()
+    assert kinds(report) == ["duplicate", "duplicate", "journal"]
+    assert "moves.log" in next(p.path for p in report.problems if p.kind == "journal")
+    assert store.check(fix=True).ok
+    assert store.mover.journal.pending() == []
+    assert store.check().problems == []
+    assert len(list(store.scan())) == 6
+
+
 def test_leftover_journal(store: tiermem.Engine) -> None:
+    """A move intent file, as stores wrote them before the journal log."""
     ids = fill(store)
     b = store.backends
     b.l2.put(b.l1.get(ids[:2]))  # a move that crashed after its copy ...

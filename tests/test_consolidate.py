@@ -16,6 +16,7 @@ import tiermem
 from tests.conftest import DIM, OpenStore, run_until_killed
 from tiermem.consolidate import CallableSummarizer, ExtractiveSummarizer, span_note
 from tiermem.failpoints import CONSOLIDATE_STEPS
+from tiermem.journal import Journal
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -348,7 +349,7 @@ def test_kill_during_consolidation_converges(
         return eps, sem
 
     check()
-    assert not list((path / "moves").glob("*.json")), "journal not cleared by recovery"
+    assert not Journal(path / "moves").pending(), "journal not cleared by recovery"
     report = mem.run("consolidate")
     assert report.errors == []
     eps, sem = check()

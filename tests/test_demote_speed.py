@@ -17,6 +17,7 @@ import redis
 from tests.tables import by_id, make_table
 from tiermem.errors import TierMemError
 from tiermem.events import _ENCODE, EventLog, _line, _lines
+from tiermem.journal import Journal
 from tiermem.lifecycle import planned, planners
 from tiermem.lifecycle.jobs import _batches
 from tiermem.lifecycle.planned import Moves, Planned, rows_of
@@ -330,7 +331,7 @@ def test_a_planned_move_out_of_l1_moves_every_row_once(hot_tier: HotTier, tmp_pa
     assert moved.num_rows == 11
     assert set(moved.column("tiered_at").to_pylist()) == {NOW}
     assert by_id(moved.drop_columns(["tiered_at"])) == by_id(t.drop_columns(["tiered_at"]))
-    assert not list((tmp_path / "journal").glob("*.json"))
+    assert not Journal(tmp_path / "journal").pending()
     assert mover.move("l1", "l2", ids, nss) == 0  # again: nothing left to move
 
 
@@ -341,7 +342,7 @@ def test_a_wrong_namespace_moves_nothing(hot_tier: HotTier, tmp_path: Path) -> N
     ids = t.column("id").to_pylist()
     assert _mover(hot_tier, l2, tmp_path).move("l1", "l2", ids, ["b"] * 3) == 0
     assert hot_tier.ids("a") == ids
-    assert not list((tmp_path / "journal").glob("*.json"))
+    assert not Journal(tmp_path / "journal").pending()
 
 
 def test_a_failed_batch_loses_nothing_and_recovery_finishes(
@@ -364,14 +365,14 @@ def test_a_failed_batch_loses_nothing_and_recovery_finishes(
     with pytest.raises(TierMemError, match="disk full"):
         mover.move("l1", "l2", ids, nss)
     # batch 1 finished (its delete waited for, its entry gone); batch 2 left its entry
-    assert len(list((tmp_path / "journal").glob("*.json"))) == 1
+    assert len(Journal(tmp_path / "journal").pending()) == 1
     assert l2.get(ids).num_rows == 4
     assert hot_tier.get(ids).num_rows == 7
     assert _copies(hot_tier, l2, ids) == dict.fromkeys(ids, 1)
     assert hot_tier.client.ping()  # the pool's connections are clean
     monkeypatch.setattr(l2, "put", real)
     mover.recover()
-    assert not list((tmp_path / "journal").glob("*.json"))
+    assert not Journal(tmp_path / "journal").pending()
     assert mover.move("l1", "l2", ids) == 7
     assert _copies(hot_tier, l2, ids) == dict.fromkeys(ids, 1)
     assert hot_tier.get(ids).num_rows == 0
@@ -438,7 +439,7 @@ def test_a_failed_batch_of_a_demote_is_reported_and_the_others_move(
     tiers = {m.id: m.tier for m in mem.scan()}
     assert sorted(tiers) == sorted(ids)
     assert sorted(i for i, t in tiers.items() if t == "l2") == sorted(logged)
-    assert len(list((mem.path / "moves").glob("*.json"))) == 1  # the failed batch's
+    assert len(Journal(mem.path / "moves").pending()) == 1  # the failed batch's
     monkeypatch.setattr(l2, "put", real)
     report = mem.run("demote")
     assert report.moved == 4 and not report.errors
@@ -541,4 +542,4 @@ def test_kill_during_a_pipelined_demote_loses_nothing(
     seen = [(m.id, m.tier) for m in mem.scan()]
     assert sorted(i for i, _ in seen) == sorted(acked), "lost or duplicated memories"
     assert {t for _, t in seen} == {"l1", "l2"}  # some moved, some not yet
-    assert not list((path / "moves").glob("*.json")), "journal not cleared by recovery"
+    assert not Journal(path / "moves").pending(), "journal not cleared by recovery"

@@ -3,8 +3,8 @@
 `check(engine, fix=False)` looks for, in this order (each fix runs before the
 next check, so later checks see the repaired state):
 
-- ``journal``: a move journal left in ``moves/``. Fix: `Mover.recover`.
-- ``journal.corrupt``: a journal file that is not a move intent. Report only.
+- ``journal``: a move intent left in ``moves/`` (unfinished). Fix: `Mover.recover`.
+- ``journal.corrupt``: a journal line or file that is not a move intent. Report only.
 - ``l1.dangling``: a directory entry whose record is gone. Fix: drop it from
   the directory and the namespace's indexes.
 - ``l1.unindexed``: a record missing from the directory. Fix: re-link it and
@@ -29,8 +29,8 @@ whole with one search of k = its live count. Everything else is exact.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,27 +96,30 @@ def check(engine: Engine, *, fix: bool = False, sample: int = SAMPLE) -> CheckRe
 
 
 def _journals(engine: Engine, report: CheckReport, fix: bool) -> None:
-    root = engine.mover.journal.root
-    found: list[Problem] = []
-    files = sorted(root.glob("*.json")) if root.is_dir() else []
-    report.checked["journals"] = len(files)
-    for path in files:
-        try:
-            entry = json.loads(path.read_text())
-            ids = entry["ids"]
-            detail = f"move {entry['src']} -> {entry['dst']} of {len(ids)} ids left unfinished"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            report.problems.append(
-                Problem(kind="journal.corrupt", path=str(path), detail=f"unreadable: {exc}")
-            )
-            continue
-        found.append(Problem(kind="journal", path=str(path), detail=detail))
-    if fix and found and not any(p.kind == "journal.corrupt" for p in report.problems):
+    journal = engine.mover.journal
+    pending, unreadable = journal.pending(), journal.problems()
+    report.checked["journals"] = len(pending) + len(unreadable)
+    for bad in unreadable:
+        report.problems.append(Problem(kind="journal.corrupt", path=bad.where, detail=bad.detail))
+    found = [
+        Problem(
+            kind="journal",
+            path=_journal_path(journal.path, i.key),
+            detail=f"move {i.src} -> {i.dst} of {len(i.ids)} ids left unfinished",
+        )
+        for i in pending
+    ]
+    if fix and found and not unreadable:
         removed = engine.mover.recover()
         for p in found:
             p.fixed = True
             p.detail += f" (recovered; {removed} duplicate copies removed in all)"
     report.problems.extend(found)
+
+
+def _journal_path(log: Path, key: str) -> str:
+    """Where an intent is: its legacy file, or the log (with its entry's key)."""
+    return key if key.endswith(".json") else f"{log} ({key})"
 
 
 # -- L1 ----------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 Crash ordering, per batch (enforced in `Mover._move_batch`):
 
-1. write a journal entry naming (src, dst, ids), fsynced;
+1. journal the intent (src, dst, ids), synced (`tiermem.journal`);
 2. read the rows from `src`;
 3. `dst.put(rows)`: durable when it returns (Redis ack / fsync + rename /
    manifest commit);
 4. `src.delete(ids)`;
-5. remove the journal entry.
+5. mark the journal entry done.
 
 A crash before 3 completes leaves the rows only in `src` (nothing moved);
 between 3 and 4 leaves each row in both tiers, identical; after 4 only the
@@ -29,8 +29,8 @@ ids before anything is copied.
 Out of L1, Redis works while Python does (`_move_from_hot`): the next
 batch's rows are read (a read changes nothing, so it needs no journal
 entry yet) while this batch is written to the destination, and a batch's
-delete runs while the next batch is written; its journal entry is removed
-once Redis acknowledges the delete. So up to two entries are in flight,
+delete runs while the next batch is written; its journal entry is marked
+done once Redis acknowledges the delete. So up to two entries are in flight,
 each still following steps 1-5 in order. Waiting for Redis was about a
 third of an L1 -> L2 demote. A read done a batch ahead can miss an access
 recorded meanwhile by another process (a `touch` on the row about to be
@@ -40,9 +40,6 @@ deleted), as a read within a batch always could, over a longer window.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -52,6 +49,7 @@ from tiermem import schema
 from tiermem.errors import TierMemError
 from tiermem.failpoints import failpoint
 from tiermem.ids import Clock
+from tiermem.journal import Intent, Journal
 from tiermem.model import TIERS, TierName
 from tiermem.tiers.base import Tier
 from tiermem.tiers.hot import HotTier
@@ -62,7 +60,7 @@ Batch = tuple[Sequence[str], Sequence[str] | None]  # ids, and each one's namesp
 Patch = Callable[[pa.Table], pa.Table]
 Done = Callable[[int, int], None]  # (batch number, memories moved), as a batch finishes
 # a batch's number, rows moved, journal entry, and its delete from the source under way
-Deleting = tuple[int, int, Path, Later[int]]
+Deleting = tuple[int, int, Intent, Later[int]]
 
 
 def _ignore(batch: int, moved: int) -> None:
@@ -85,42 +83,6 @@ def _cut(ids: Sequence[str], namespaces: Sequence[str] | None, sizes: Sequence[i
 def winner(a: tuple[TierName, int], b: tuple[TierName, int]) -> tuple[TierName, int]:
     """Of two copies (tier, version) of one memory, the one to keep."""
     return max(a, b, key=lambda c: (c[1], -TIERS.index(c[0])))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Journal:
-    """Move intents on disk: one small JSON file per in-flight batch."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("*.tmp"):  # torn writes of intents never acted on
-            stale.unlink()
-
-    def begin(self, src: TierName, dst: TierName, ids: Sequence[str]) -> Path:
-        path = self.root / f"{uuid.uuid4().hex}.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"src": src, "dst": dst, "ids": list(ids)}))  # one write
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.root)
-        return path
-
-    def pending(self) -> list[tuple[Path, TierName, TierName, list[str]]]:
-        out = []
-        for path in sorted(self.root.glob("*.json")):
-            entry = json.loads(path.read_text())
-            out.append((path, entry["src"], entry["dst"], entry["ids"]))
-        return out
 
 
 class Mover:
@@ -216,7 +178,7 @@ class Mover:
             failpoint("move.copied")
             self.tiers[src].delete(rows.column("id").to_pylist())
             failpoint("move.deleted")
-        entry.unlink()
+        entry.done()
         return int(rows.num_rows)
 
     def _entering(self, rows: pa.Table, patch: Patch | None) -> pa.Table:
@@ -255,7 +217,7 @@ class Mover:
                     later = tier.delete_later(rows.column("id").to_pylist(), nss)
                     deleting = (i, rows.num_rows, entry, later)
                 else:
-                    entry.unlink()
+                    entry.done()
                     each(i, 0)
                 moved += rows.num_rows
             done, deleting = deleting, None
@@ -277,15 +239,16 @@ class Mover:
             i, moved, entry, later = deleting
             later.wait()
             failpoint("move.deleted")
-            entry.unlink()
+            entry.done()
             each(i, moved)
 
     def recover(self) -> int:
         """Finish or undo interrupted moves; returns how many duplicates were removed."""
         removed = 0
-        for path, src, dst, ids in self.journal.pending():
-            removed += self.resolve(ids, (src, dst))
-            path.unlink()
+        for intent in self.journal.pending():
+            removed += self.resolve(intent.ids, (intent.src, intent.dst))
+            intent.done()
+        self.journal.compact()
         return removed
 
     def resolve(self, ids: Sequence[str], tiers: Sequence[TierName] = TIERS) -> int:
