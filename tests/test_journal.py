@@ -103,3 +103,19 @@ def test_unreadable_lines_and_files_are_problems_not_intents(tmp_path: Path) -> 
     assert keys(after) == [("l1", "l2", ["a"]), ("l1", "l2", ["b"])]
     where = sorted(p.where for p in after.problems())
     assert where == [str(tmp_path / "bad.json"), f"{after.path} line 2"]
+
+
+def test_readers_create_nothing_and_the_first_intent_creates_the_log_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(jr, "_fsync_dir", synced.append)
+    j = Journal(tmp_path / "moves")
+    assert j.pending() == [] and not j.path.exists()  # a read-only process only reads
+    j.compact()  # recovery of a fresh store
+    assert not j.path.exists() and synced == []
+    j.begin("l1", "l2", ["a"])  # the log's directory entry is synced before it is relied on
+    assert synced == [tmp_path / "moves", tmp_path]
+    j.begin("l1", "l2", ["b"])
+    assert len(synced) == 2  # once
+    assert keys(Journal(tmp_path / "moves")) == [("l1", "l2", ["a"]), ("l1", "l2", ["b"])]

@@ -68,10 +68,6 @@ class Journal:
         self._lock = threading.Lock()  # one writer process, but jobs and reads share it
         self._open: set[str] = set()
         self._clean_tail = False  # known to end with a whole line (after our own append)
-        if not self.path.exists():  # its directory entry must outlive a crash, once
-            self.path.touch()
-            _fsync_dir(root)
-            _fsync_dir(root.parent)
 
     @property
     def path(self) -> Path:
@@ -116,7 +112,7 @@ class Journal:
 
     def _append(self, line: str, *, sync: bool) -> None:
         if not self._clean_tail:
-            _cut_torn_tail(self.path)
+            self._prepare()
         self._clean_tail = False  # until the write is complete
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -127,11 +123,20 @@ class Journal:
             os.close(fd)
         self._clean_tail = True
 
+    def _prepare(self) -> None:
+        """Before this process's first append (or after one failed): the log exists
+        durably, and ends with a whole line."""
+        if not self.path.exists():  # its directory entry must outlive a crash
+            self.path.touch()
+            _fsync_dir(self.root)
+            _fsync_dir(self.root.parent)
+        _cut_torn_tail(self.path)
+
     def _truncate(self) -> None:
         # not synced: if the old lines come back after a crash, their moves are resolved again
         if self.path.exists():
             os.truncate(self.path, 0)
-        self._clean_tail = True
+            self._clean_tail = True
 
     def _read(self) -> list[Intent | Unreadable]:
         out: list[Intent | Unreadable] = []
