@@ -109,7 +109,7 @@ def test_readers_create_nothing_and_the_first_intent_creates_the_log_durably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[Path] = []
-    monkeypatch.setattr(jr, "_fsync_dir", synced.append)
+    monkeypatch.setattr(jr, "fsync_dir", synced.append)
     j = Journal(tmp_path / "moves")
     assert j.pending() == [] and not j.path.exists()  # a read-only process only reads
     j.compact()  # recovery of a fresh store

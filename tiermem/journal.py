@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tiermem.model import TierName
+from tiermem.tiers.manifest import fsync_dir
 
 LOG = "moves.log"
 _COMPACT_AT = 1 << 20  # bytes; emptied once nothing is in flight past this size
@@ -128,8 +129,8 @@ class Journal:
         durably, and ends with a whole line."""
         if not self.path.exists():  # its directory entry must outlive a crash
             self.path.touch()
-            _fsync_dir(self.root)
-            _fsync_dir(self.root.parent)
+            fsync_dir(self.root)
+            fsync_dir(self.root.parent)
         _cut_torn_tail(self.path)
 
     def _truncate(self) -> None:
@@ -178,11 +179,3 @@ def _cut_torn_tail(path: Path) -> None:
     whole = data.rfind(b"\n") + 1
     if whole < len(data):
         os.truncate(path, whole)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
