@@ -117,7 +117,9 @@ class Journal:
         self._clean_tail = False  # until the write is complete
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, (line + "\n").encode())
+            data = memoryview((line + "\n").encode())
+            while data:  # a write may be short (a signal, a full disk): finish it or raise
+                data = data[os.write(fd, data) :]
             if sync:
                 os.fdatasync(fd)
         finally:
