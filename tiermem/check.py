@@ -30,7 +30,6 @@ whole with one search of k = its live count. Everything else is exact.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,14 +96,14 @@ def check(engine: Engine, *, fix: bool = False, sample: int = SAMPLE) -> CheckRe
 
 def _journals(engine: Engine, report: CheckReport, fix: bool) -> None:
     journal = engine.mover.journal
-    pending, unreadable = journal.pending(), journal.problems()
+    pending, unreadable = journal.read()
     report.checked["journals"] = len(pending) + len(unreadable)
     for bad in unreadable:
         report.problems.append(Problem(kind="journal.corrupt", path=bad.where, detail=bad.detail))
     found = [
         Problem(
             kind="journal",
-            path=_journal_path(journal.path, i.key),
+            path=i.where,
             detail=f"move {i.src} -> {i.dst} of {len(i.ids)} ids left unfinished",
         )
         for i in pending
@@ -115,11 +114,6 @@ def _journals(engine: Engine, report: CheckReport, fix: bool) -> None:
             p.fixed = True
             p.detail += f" (recovered; {removed} duplicate copies removed in all)"
     report.problems.extend(found)
-
-
-def _journal_path(log: Path, key: str) -> str:
-    """Where an intent is: its legacy file, or the log (with its entry's key)."""
-    return key if key.endswith(".json") else f"{log} ({key})"
 
 
 # -- L1 ----------------------------------------------------------------------------

@@ -46,8 +46,18 @@ class Intent:
     dst: TierName
     ids: list[str]
 
+    @property
+    def legacy(self) -> bool:
+        """Whether it is an intent file of an older store (its key is the path)."""
+        return self.key.endswith(".json")
+
+    @property
+    def where(self) -> str:
+        """Its file, and its entry in the log."""
+        return self.key if self.legacy else f"{self.journal.path} ({self.key})"
+
     def done(self) -> None:
-        self.journal.finish(self.key)
+        self.journal.finish(self)
 
 
 @dataclass(frozen=True)
@@ -83,24 +93,32 @@ class Journal:
             self._open.add(key)
         return Intent(self, key, src, dst, list(ids))
 
-    def finish(self, key: str) -> None:
+    def finish(self, intent: Intent) -> None:
         """Mark an intent done (unsynced: see the module doc)."""
-        if key.endswith(".json"):  # a legacy intent file
-            Path(key).unlink(missing_ok=True)
+        if intent.legacy:
+            Path(intent.key).unlink(missing_ok=True)
             return
         with self._lock:
-            self._append(json.dumps({"done": key}), sync=False)
-            self._open.discard(key)
+            self._append(json.dumps({"done": intent.key}), sync=False)
+            self._open.discard(intent.key)
             if not self._open and self.path.stat().st_size > _COMPACT_AT:
                 self._truncate()
 
     def pending(self) -> list[Intent]:
         """Intents begun and not done: legacy files first, then the log's, in order."""
-        return [i for i in self._read() if isinstance(i, Intent)]
+        return self.read()[0]
 
     def problems(self) -> list[Unreadable]:
         """Lines or legacy files that are not intents (a torn last line is not one)."""
-        return [i for i in self._read() if isinstance(i, Unreadable)]
+        return self.read()[1]
+
+    def read(self) -> tuple[list[Intent], list[Unreadable]]:
+        """`pending()` and `problems()` from one read of the journal."""
+        found = self._read()
+        return (
+            [i for i in found if isinstance(i, Intent)],
+            [i for i in found if isinstance(i, Unreadable)],
+        )
 
     def compact(self) -> None:
         """Empty the log if no intent of this process is in flight (after recovery

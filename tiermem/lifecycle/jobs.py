@@ -213,7 +213,7 @@ class Lifecycle:
         how many moved."""
         # only what L2 still holds: a job (another thread's) may have moved it since the read
         held = self.backends.l2.locate([s.id for _, s in read])
-        read = [(t, s) for t, s in read if t == "l2" and s.id in held]
+        read = [(t, s) for t, s in read if s.id in held]  # the planner keeps L2 reads only
         actions = planners.plan_promote_on_read(read, self.policy, now)
         if not actions:
             return 0
