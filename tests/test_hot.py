@@ -328,6 +328,21 @@ def test_put_new_skips_nothing_visible_and_locate(
     }
 
 
+def test_add_new_returns_counts_after_the_write(
+    tier: HotTier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """add_new's counts are each written (namespace, kind)'s ZCARD after the write,
+    across batches (a later batch's count wins) and on top of rows already there."""
+    monkeypatch.setattr("tiermem.tiers.hot_redis.BATCH", 4)
+    tier.put(make_table("a", 2, seed=9))  # two episodes already in `a`
+    a = make_table("a", 7, seed=1, kind=["episodic", "semantic"] * 3 + ["episodic"])
+    b = make_table("b", 3, seed=2)
+    counts = tier.add_new(pa.concat_tables([a, b]))
+    assert counts == {("a", "episodic"): 6, ("a", "semantic"): 3, ("b", "episodic"): 3}
+    assert counts == {(ns, k): tier.count(ns, k) for ns, k in counts}
+    assert tier.add_new(make_table("c", 0)) == {}
+
+
 def test_light_fields_match_the_full_rows(tier: HotTier, monkeypatch: pytest.MonkeyPatch) -> None:
     """`light` (the demote snapshot's read: no text, no vectors) agrees with `scan`."""
     from tiermem.lifecycle import snapshot

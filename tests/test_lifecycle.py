@@ -291,6 +291,43 @@ def test_capacity_reject(mem: tiermem.Engine) -> None:
     assert sum(1 for m in mem.scan(namespace="b", kinds=["semantic"])) == 2
 
 
+def test_capacity_warn_logs_once_over_and_writes_everything(
+    open_store: OpenStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on_full: warn writes every item; the count the warning gives is the one after
+    the write (add and add_many), and nothing is logged while the group fits."""
+    path = tmp_path / "warn.yaml"
+    path.write_text("version: 1\nkinds:\n  episodic:\n    l1: {capacity: 3, on_full: warn}\n")
+    mem = open_store(policy=str(path))
+    with caplog.at_level("WARNING", logger="tiermem.capacity"):
+        for i in range(3):
+            mem.add(f"m{i}", namespace="a")
+        assert not caplog.records
+        mem.add("m3", namespace="a")
+        mem.add_many([{"text": f"n{i}"} for i in range(2)], namespace="a")
+    assert [r.getMessage() for r in caplog.records] == [
+        "a/episodic in l1 over capacity: 4/3",
+        "a/episodic in l1 over capacity: 6/3",
+    ]
+    assert sum(1 for _ in mem.scan(namespace="a", tiers=["l1"])) == 6
+
+
+def test_capacity_reject_in_l2(open_store: OpenStore, tmp_path: Path) -> None:
+    """A kind placed in L2 is counted there: its capacity rejects the excess."""
+    path = tmp_path / "l2.yaml"
+    path.write_text(
+        "version: 1\nkinds:\n  semantic:\n    place: l2\n    l2: {capacity: 2, on_full: reject}\n"
+    )
+    mem = open_store(policy=str(path))
+    res = mem.add_many([{"text": f"fact {i}", "kind": "semantic"} for i in range(3)], namespace="a")
+    assert [i is not None for i in res.ids] == [True, True, False]
+    assert isinstance(res.errors[2], tiermem.CapacityError)
+    mem.delete(res.ids[0] or "")
+    assert mem.add("fact 9", namespace="a", kind="semantic").tier == "l2"
+    with pytest.raises(tiermem.CapacityError, match="a/semantic in l2 is full"):
+        mem.add("fact 10", namespace="a", kind="semantic")
+
+
 def test_checkpoint_and_compact_jobs_run(mem: tiermem.Engine) -> None:
     m = mem.add("x", namespace="a")
     mem.demote(m.id, to="l3")

@@ -102,6 +102,21 @@ def test_round_trip_every_column(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vectors(got.sort_by("id")), vectors(t))
 
 
+def test_count_is_live_rows_of_a_kind(tmp_path: Path) -> None:
+    """count: live rows only (deleted and overwritten rows drop out), per kind and
+    namespace, the same after a reopen."""
+    tier = WarmTier(tmp_path, DIM)
+    kinds = ["episodic", "semantic", "episodic", "episodic"]
+    tier.put(make(["a1", "a2", "a3", "a4"], kind=kinds))
+    tier.put(make(["b1"], "b"))
+    tier.delete(["a1"])
+    tier.put(make(["a3"], kind=["semantic"]))  # the new copy of a3 is a fact
+    want = {("a", "episodic"): 1, ("a", "semantic"): 2, ("b", "episodic"): 1, ("c", "x"): 0}
+    assert {key: tier.count(*key) for key in want} == want
+    again = WarmTier(tmp_path, DIM)
+    assert {key: again.count(*key) for key in want} == want
+
+
 def test_upsert_replaces_and_survives_reopen(tmp_path: Path) -> None:
     tier = WarmTier(tmp_path, DIM)
     tier.put(make(["a1", "a2"], text=["old", "keep"]))

@@ -134,24 +134,28 @@ class Writes(EngineCore):
                 col = pa.array([versions[i] for i in adm.admitted], pa.int64())
                 table = table.set_column(table.schema.get_field_index("version"), "version", col)
             places: list[TierName] = [self.policy.for_kind(m.kind).place for m in chosen]
+            l1_counts: dict[tuple[str, str], int] = {}
             for tier in dict.fromkeys(places):
                 rows = [i for i, p in enumerate(places) if p == tier]
                 part = table.take(rows) if len(rows) < len(places) else table
-                if tier == "l1":
-                    b.l1.put(part, new=True)  # fresh ids: no upsert DEL needed
+                if tier == "l1":  # fresh ids: no upsert DEL; counts for `overflow`
+                    l1_counts = b.l1.add_new(part)
                 else:
                     b.tiers[tier].put(part)
+
+            def count(tier: TierName, ns: str, kind: str) -> int:
+                known = l1_counts.get((ns, kind)) if tier == "l1" else None
+                return self._count(tier, ns, kind) if known is None else known
+
+            capacity.overflow(adm, self.policy, count)
             for tier, ns, kind in adm.evict:
                 self.lifecycle.evict(tier, ns, kind, self.clock())
         return table, places, adm.errors
 
     def _count(self, tier: TierName, namespace: str, kind: str) -> int:
-        if tier == "l1":
-            return self.backends.l1.count(namespace, kind)
-        return sum(
-            sum(1 for k in t["kind"].to_pylist() if k == kind)
-            for t in self.backends.tiers[tier].scan(namespace)
-        )
+        """Memories of `kind` in `namespace` in L1 or L2 (the tiers with capacities)."""
+        b = self.backends
+        return b.l1.count(namespace, kind) if tier == "l1" else b.l2.count(namespace, kind)
 
     def update(
         self,

@@ -62,7 +62,22 @@ class HotTier(HotSnapshotReads):
         for start in range(0, table.num_rows, hot_redis.BATCH):
             self._put_batch(table.slice(start, hot_redis.BATCH), new)
 
-    def _put_batch(self, table: pa.Table, new: bool = False) -> None:
+    @guarded
+    def add_new(self, table: pa.Table) -> dict[tuple[str, str], int]:
+        """`put(table, new=True)`, returning how many memories each written
+        (namespace, kind) holds here after the write.
+
+        The counts come back in the write's own MULTI/EXEC, so a capacity
+        check after an add costs no round trip of its own.
+        """
+        counts: dict[tuple[str, str], int] = {}
+        for start in range(0, table.num_rows, hot_redis.BATCH):
+            counts.update(self._put_batch(table.slice(start, hot_redis.BATCH), True, True))
+        return counts
+
+    def _put_batch(
+        self, table: pa.Table, new: bool = False, counted: bool = False
+    ) -> dict[tuple[str, str], int]:
         cols = codec.encode_columns(table)
         ids, nss = cols["id"], cols["namespace"]
         keys = [self.keys.record(ns, id_) for id_, ns in zip(ids, nss, strict=True)]
@@ -72,8 +87,11 @@ class HotTier(HotSnapshotReads):
         else:  # DEL then HSET per record, in row order (a repeated id keeps its last row)
             commands = [c for k, h in zip(keys, hsets, strict=True) for c in (("DEL", k), h)]
         nss_written = self._index(commands, cols)
-        resp.transaction(self.client, commands)
+        groups = list(dict.fromkeys(zip(nss, cols["kind"], strict=True))) if counted else []
+        commands += [("ZCARD", self.keys.kind_index(ns, kind)) for ns, kind in groups]
+        replies = resp.transaction(self.client, commands)
         self._search.changed(nss_written)
+        return dict(zip(groups, replies[len(replies) - len(groups) :], strict=True))
 
     def _index(self, commands: list[resp.Command], cols: dict[str, list[Any]]) -> list[str]:
         """Append the index updates of a put's rows; returns their namespaces."""

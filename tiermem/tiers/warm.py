@@ -294,6 +294,15 @@ class WarmTier:
                     batch = ns.take(rows[start : start + SCAN_BATCH])
                 yield batch
 
+    def count(self, namespace: str, kind: str) -> int:
+        """How many live memories of `kind` the namespace holds here (a column mask)."""
+        with self._lock:
+            ns = self._ns.get(namespace)
+            if ns is None or not ns.vec.n_live:
+                return 0
+            hit = pc.fill_null(pc.equal(ns.table["kind"], kind), False)
+            return int(np.count_nonzero(hit.to_numpy(zero_copy_only=False) & ns.vec.live))
+
     def named(self, namespace: str, kind: str, name: str) -> list[str]:
         """Ids of live rows of `kind` in `namespace` named `name` (a payload mask: no
         vectors, no rows built)."""
