@@ -423,3 +423,54 @@ def test_expiry_and_supersession_masks_follow_later_writes(tmp_path: Path) -> No
     w.close()
     r = WarmTier(tmp_path, DIM, exact_threshold=10**9, read_only=True)
     assert sorted(r.search("a", q, 10, flt).column("id").to_pylist()) == ["a", "d", "e"]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 30),
+    unit=st.booleans(),
+    zeros=st.sets(st.integers(0, 29), max_size=3),
+    dead=st.sets(st.integers(0, 29), max_size=10),
+    kinds=st.sampled_from([None, frozenset({"semantic"})]),
+    k=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_exact_search_matches_numpy_for_any_rows(
+    tmp_path_factory: pytest.TempPathFactory,
+    n: int,
+    unit: bool,
+    zeros: set[int],
+    dead: set[int],
+    kinds: frozenset[str] | None,
+    k: int,
+    seed: int,
+) -> None:
+    """Exact search = cosine over the live rows passing the filter, best k, whether the
+    namespace's vectors are all unit (a dot is the cosine), scaled or zero, with
+    deleted rows and without."""
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, DIM)).astype(np.float32)
+    if unit:
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    else:
+        emb *= rng.uniform(0.1, 10, (n, 1)).astype(np.float32)
+        emb[[i for i in zeros if i < n]] = 0
+    ids = [f"r{i}" for i in range(n)]
+    kind = ["semantic" if i % 3 else "episodic" for i in range(n)]
+    tier = WarmTier(tmp_path_factory.mktemp("exact"), DIM, exact_threshold=10**9)
+    tier.put(make(ids, emb=emb, kind=kind))
+    tier.delete([ids[i] for i in dead if i < n])
+    q = rng.standard_normal(DIM).astype(np.float32)
+    got = tier.search("a", q, k, Filter(kinds=kinds))
+    norms = np.linalg.norm(emb, axis=1)
+    cos = (emb @ (q / np.linalg.norm(q))) / np.where(norms > 0, norms, 1)
+    ok = [i for i in range(n) if i not in dead and (kinds is None or kind[i] in kinds)]
+    want = sorted(ok, key=lambda i: -cos[i])[:k]
+    assert got.num_rows == len(want)
+    np.testing.assert_allclose(got.column("_score").to_numpy(), cos[want], atol=1e-5)
+    # the same rows, up to the order of near-equal scores
+    assert {int(i[1:]) for i in got.column("id").to_pylist()} == set(want) or np.allclose(
+        np.sort(cos[[int(i[1:]) for i in got.column("id").to_pylist()]]), np.sort(cos[want])
+    )

@@ -6,7 +6,8 @@ dead rows included), so they are stable between a saved index and a reload
 of the same segments. Vectors are stored as given (float32), with their
 norms: this matrix is the namespace's only in-memory copy of its vectors
 (the Arrow payload drops the column), so it must give them back exactly.
-A score is the dot product with the unit query over the row's norm.
+A score is the dot product with the unit query over the row's norm (the
+dot product alone while every row appended has unit norm, `all_unit`).
 
 The HNSW index is derived state. `save_ann` writes it with a JSON sidecar
 describing what it covers; `load_ann` only accepts it when the sidecar
@@ -27,6 +28,7 @@ from usearch.index import Index
 
 INDEX_FILE = "index.usearch"
 SIDECAR_FILE = "index.json"
+UNIT_TOLERANCE = 1e-6  # |norm - 1| below this counts as unit: below float32 dot error
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class VectorIndex:
         self._live = np.zeros(64, dtype=bool)
         self.n = 0  # rows ever appended (dead included)
         self.n_live = 0
+        # Every row ever appended has unit norm (most embedders give unit vectors): a
+        # dot product is then the cosine, and exact search skips a pass over the scores.
+        self.all_unit = True
         self.ann: Index | None = None
 
     @property
@@ -99,6 +104,7 @@ class VectorIndex:
         new = slice(self.n, at)  # the rows just written: views, not fancy-index copies
         norms = np.linalg.norm(self._mat[new], axis=1)
         self._inv_norms[new] = np.divide(1, norms, out=np.zeros_like(norms), where=norms > 0)
+        self.all_unit = self.all_unit and bool(np.all(np.abs(norms - 1) <= UNIT_TOLERANCE))
         self._live[new] = True
         self.n += total
         self.n_live += total
@@ -148,18 +154,25 @@ class VectorIndex:
         if self.ann is not None and len(rows):
             self.ann.remove(rows.astype(np.uint64))
 
-    def exact(self, q: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """The best `m` of `rows` for unit query `q`: (rows, scores), best first."""
-        # all rows: one matmul over the contiguous prefix, no gather copy
-        if len(rows) == self.n:
-            scores = self._cosine(self._mat[: self.n] @ q, slice(0, self.n))
+    def exact(
+        self, q: np.ndarray, rows: np.ndarray | None, m: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best `m` of `rows` (None: all rows) for unit query `q`: (rows, scores),
+        best first."""
+        if rows is None:  # one matmul over the contiguous prefix, no gather copy
+            scores = self._mat[: self.n] @ q
+            if not self.all_unit:
+                scores *= self._inv_norms[: self.n]
         else:
             scores = self._cosine(self._mat[rows] @ q, rows)
-        if m < len(rows):
-            top = np.argpartition(-scores, m - 1)[:m]
-            rows, scores = rows[top], scores[top]
+        if m < len(scores):  # the m largest, without negating every score first
+            picked = np.argpartition(scores, len(scores) - m)[len(scores) - m :]
+            scores = scores[picked]
+        else:
+            picked = np.arange(len(scores))
         order = np.argsort(-scores, kind="stable")
-        return rows[order], scores[order]
+        picked = picked[order]
+        return (picked if rows is None else rows[picked]), scores[order]
 
     def search_ann(self, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-`count` live rows, rescored exactly: (rows, scores), best first."""

@@ -36,7 +36,6 @@ TOMBSTONES = "tombstones.log"
 ACCESS = "access.arrow"
 COMPACTED = b"tiermem.compacted"
 SEGMENT_RE = re.compile(r"seg-(\d{8})\.arrow")
-TRIVIAL = Filter(include_superseded=True)  # passes every live row
 NEVER = np.iinfo(np.int64).max  # expires_at of a row without expiry
 EMBEDDING = "embedding"
 FEW_ROWS = 64  # gathers up to this many rows slice instead of `take`
@@ -324,7 +323,7 @@ class Namespace:
         """
         q = normalise(q)
         base = self._plain_mask(flt)
-        n_pass = int(base.sum())
+        n_pass = self.vec.n if base is None else int(base.sum())
         if n_pass == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if self.vec.n_live >= threshold and n_pass >= threshold:
@@ -333,31 +332,36 @@ class Namespace:
             # Over-fetch in proportion to what the plain filter removes; more for `where`.
             fetch = k * 4 * math.ceil(self.vec.n_live / n_pass) * (2 if flt.where else 1)
             rows, scores = self.vec.search_ann(q, min(fetch, self.vec.n_live))
-            keep = base[rows]
-            rows, scores = self._where(rows[keep], scores[keep], k, flt)
+            if base is not None:
+                rows, scores = rows[base[rows]], scores[base[rows]]
+            rows, scores = self._where(rows, scores, k, flt)
             if len(rows) >= k:
                 return rows, scores
         # Small (or heavily filtered) sets, and ANN shortfalls: exact over what passes.
-        cand = np.flatnonzero(base)
-        rows, scores = self.vec.exact(q, cand, len(cand) if flt.where else k)
+        cand = None if base is None else np.flatnonzero(base)
+        rows, scores = self.vec.exact(q, cand, n_pass if flt.where else k)
         return self._where(rows, scores, k, flt)
 
-    def _plain_mask(self, flt: Filter) -> np.ndarray:
-        """Live rows passing every condition of `flt` but `where`.
+    def _plain_mask(self, flt: Filter) -> np.ndarray | None:
+        """Live rows passing every condition of `flt` but `where`; None when that is
+        every row (all live, nothing filtered: the common search, spared a mask).
 
         Expiry and supersession (set on nearly every search) come from the
         per-row arrays, and cost nothing when no row has them set; the
         rest (kinds, time range) is an Arrow mask over the whole table.
         """
+        now = flt.now if self.any_exp else None
+        superseded = not flt.include_superseded and self.any_superseded
+        plain = flt.kinds is None and flt.since is None and flt.until is None
+        if plain and now is None and not superseded and self.vec.n_live == self.vec.n:
+            return None
         mask: np.ndarray = self.vec.live.copy()
-        if flt.now is not None and self.any_exp:
-            now = flt.now if flt.now.tzinfo else flt.now.replace(tzinfo=UTC)
-            mask &= self.exp_us > to_us(now)
-        if not flt.include_superseded and self.any_superseded:
+        if now is not None:
+            mask &= self.exp_us > to_us(now if now.tzinfo else now.replace(tzinfo=UTC))
+        if superseded:
             mask &= ~self.superseded
-        rest = replace(flt, where=(), now=None, include_superseded=True)
-        if rest != TRIVIAL:
-            mask &= rest.mask(self.table)
+        if not plain:
+            mask &= replace(flt, where=(), now=None, include_superseded=True).mask(self.table)
         return mask
 
     def _where(
