@@ -144,6 +144,7 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
         "1. added",
         "2. search",
         "3. demoted",
+        "4. default search",
         "5. deep search",
         "6. SQL",
         "7. stats",

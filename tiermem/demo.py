@@ -71,7 +71,8 @@ def _consolidation(console: Console, mem: tiermem.Engine) -> None:
 
 
 def _hits(console: Console, title: str, hits: list[Hit]) -> None:
-    table = Table("score", "tier", "text", title=title, title_justify="left")
+    console.print(title)  # above the table, not its title: a title wraps at the table's width
+    table = Table("score", "tier", "text")
     for h in hits:
         table.add_row(f"{h.score:.3f}", h.tier, h.memory.text)
     console.print(table)
@@ -103,19 +104,22 @@ def run_demo(console: Console, keep: Path | None = None) -> None:
             for id_ in ids[:2]:
                 mem.demote(id_, to="l3")
             console.print("3. demoted 2 memories to L2 warm and 2 to L3 cold (crash-safe moves)")
+            below = mem.config.search.deep_below
             _hits(
                 console,
-                "4. default search reads L1+L2 (L3 when they are not enough)",
+                "4. default search 'morning drink': L1+L2, and L3 as well when their "
+                f"3rd best score is below search.deep_below ({below})",
                 mem.search("morning drink", namespace="user:alice", k=3),
             )
             _hits(
                 console,
-                "5. deep search also reads L3 cold",
+                "5. deep search (deep=True) always reads L3 cold too",
                 mem.search("morning drink", namespace="user:alice", k=3, deep=True),
             )
             q = "SELECT namespace, tier, count(*) AS n FROM memories GROUP BY ALL ORDER BY ALL"
             result = mem.sql(q)
-            table = Table(*result.column_names, title=f"6. SQL: {q}", title_justify="left")
+            console.print(f"6. SQL over every tier (DuckDB): {q}")
+            table = Table(*result.column_names)
             for row in result.to_pylist():
                 table.add_row(*(str(v) for v in row.values()))
             console.print(table)

