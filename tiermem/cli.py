@@ -259,8 +259,11 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
     metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
-    """Run lifecycle jobs in the foreground until SIGINT/SIGTERM. The policy is reloaded
-    on SIGHUP and, for a policy file, when the file changes (scheduler.policy_watch)."""
+    """Run lifecycle jobs in the foreground until SIGINT/SIGTERM.
+
+    The policy is reloaded on SIGHUP and, for a policy file, when the file
+    changes (scheduler.policy_watch).
+    """
     import logging
 
     from tiermem.config import load_config
