@@ -245,3 +245,24 @@ def test_worker_reloads_an_edited_policy_file_without_a_signal(cli, tmp_path: Pa
     assert out.count("policy reload rejected") == 1, out  # polled many times, logged once
     assert "kinds.episodic.consolidate.every" in out and "policy reloaded" in out, out
     assert "Traceback" not in out, out
+
+
+def test_model_load_hides_the_progress_bar_and_restores_it() -> None:
+    """The local model loads without transformers' progress bar on the caller's
+    stderr; the caller's setting is back afterwards (skipped without the model extra)."""
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from tiermem.embed import _quiet_load
+
+    assert hf_logging.is_progress_bar_enabled()
+    with _quiet_load():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with _quiet_load():
+            pass
+        assert not hf_logging.is_progress_bar_enabled()  # a caller's "off" stays off
+    finally:
+        hf_logging.enable_progress_bar()

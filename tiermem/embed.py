@@ -18,7 +18,7 @@ import itertools
 import logging
 import re
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -96,13 +96,14 @@ def _quiet_load() -> Iterator[None]:
     model loads (an engine opens it; the bar says nothing there). Restored after."""
     from transformers.utils import logging as hf_logging
 
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf: Any = hf_logging  # untyped where installed, absent where not (mypy sees either)
+    shown = hf.is_progress_bar_enabled()
+    hf.disable_progress_bar()
     try:
         yield
     finally:
         if shown:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+            hf.enable_progress_bar()
 
 
 def normalize(mat: np.ndarray) -> np.ndarray:
