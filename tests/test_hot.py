@@ -311,13 +311,13 @@ def test_unreachable_redis_raises_tier_unavailable(conn: Any, url: str) -> None:
             call()
 
 
-def test_put_new_skips_nothing_visible_and_locate(
+def test_add_new_stores_what_put_does_and_locate(
     tier: HotTier, keys: Keys, client: redis.Redis
 ) -> None:
-    """put(new=True) stores the same records and indexes as put(); locate reads the directory."""
+    """add_new stores the same records and indexes as put(); locate reads the directory."""
     a = make_table("a", 5, seed=1, kind=["episodic", "semantic"] * 2 + ["episodic"])
     b = make_table("b", 3, seed=2)
-    tier.put(pa.concat_tables([a, b]), new=True)
+    tier.add_new(pa.concat_tables([a, b]))
     ids = [*a.column("id").to_pylist(), *b.column("id").to_pylist()]
     assert by_id(tier.get(ids)) == by_id(pa.concat_tables([a, b]))
     assert tier.count("a", "episodic") == 3 and tier.count("a", "semantic") == 2

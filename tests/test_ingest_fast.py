@@ -298,7 +298,7 @@ def test_upsert_of_a_repeated_id_keeps_only_its_last_row(tier: HotTier) -> None:
 
 def test_one_put_indexes_every_namespace(tier: HotTier, redis_client: redis.Redis) -> None:
     tables = [make_table(ns, 3, seed=i) for i, ns in enumerate(["a", "b", "c"])]
-    tier.put(pa.concat_tables(tables), new=True)
+    tier.add_new(pa.concat_tables(tables))
     assert tier.namespaces() == {"a", "b", "c"}
     members = redis_client.smembers(tier.keys.namespaces())
     assert members == {b"a", b"b", b"c"}

@@ -51,43 +51,39 @@ class HotTier(HotSnapshotReads):
     # -- writes ---------------------------------------------------------------
 
     @guarded
-    def put(self, table: pa.Table, *, new: bool = False) -> None:
-        """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows.
-
-        `new=True` promises that no id in `table` is stored here yet (fresh
-        ids from add): the per-record DEL that makes an upsert replace the
-        whole hash is then skipped. Wrong promises leave stale fields (e.g. a
-        cleared expiry) behind, so only pass it for ids just minted.
-        """
+    def put(self, table: pa.Table) -> None:
+        """Upsert rows (whole-hash replace); one MULTI/EXEC per `BATCH` rows."""
         for start in range(0, table.num_rows, hot_redis.BATCH):
-            self._put_batch(table.slice(start, hot_redis.BATCH), new)
+            self._put_batch(table.slice(start, hot_redis.BATCH), fresh=False)
 
     @guarded
     def add_new(self, table: pa.Table) -> dict[tuple[str, str], int]:
-        """`put(table, new=True)`, returning how many memories each written
-        (namespace, kind) holds here after the write.
+        """Write rows of ids not stored here yet (just minted by add); returns how
+        many memories each written (namespace, kind) holds here after the write.
 
-        The counts come back in the write's own MULTI/EXEC, so a capacity
-        check after an add costs no round trip of its own.
+        Fresh ids skip the per-record DEL that makes an upsert replace the whole
+        hash (a wrong promise would leave stale fields, e.g. a cleared expiry,
+        behind). The counts come back in the write's own MULTI/EXEC, so a
+        capacity check after an add costs no round trip of its own.
         """
         counts: dict[tuple[str, str], int] = {}
         for start in range(0, table.num_rows, hot_redis.BATCH):
-            counts.update(self._put_batch(table.slice(start, hot_redis.BATCH), True, True))
+            counts.update(self._put_batch(table.slice(start, hot_redis.BATCH), fresh=True))
         return counts
 
-    def _put_batch(
-        self, table: pa.Table, new: bool = False, counted: bool = False
-    ) -> dict[tuple[str, str], int]:
+    def _put_batch(self, table: pa.Table, *, fresh: bool) -> dict[tuple[str, str], int]:
+        """One MULTI/EXEC of rows; with `fresh`, no DELs and the (namespace, kind)
+        counts after it."""
         cols = codec.encode_columns(table)
         ids, nss = cols["id"], cols["namespace"]
         keys = [self.keys.record(ns, id_) for id_, ns in zip(ids, nss, strict=True)]
         hsets = codec.hset_commands(keys, table, cols)
-        if new:
+        if fresh:
             commands: list[resp.Command] = hsets
         else:  # DEL then HSET per record, in row order (a repeated id keeps its last row)
             commands = [c for k, h in zip(keys, hsets, strict=True) for c in (("DEL", k), h)]
         nss_written = self._index(commands, cols)
-        groups = list(dict.fromkeys(zip(nss, cols["kind"], strict=True))) if counted else []
+        groups = list(dict.fromkeys(zip(nss, cols["kind"], strict=True))) if fresh else []
         commands += [("ZCARD", self.keys.kind_index(ns, kind)) for ns, kind in groups]
         replies = resp.transaction(self.client, commands)
         self._search.changed(nss_written)

@@ -298,21 +298,16 @@ class WarmTier:
         """How many live memories of `kind` the namespace holds here (a column mask)."""
         with self._lock:
             ns = self._ns.get(namespace)
-            if ns is None or not ns.vec.n_live:
-                return 0
-            hit = pc.fill_null(pc.equal(ns.table["kind"], kind), False)
-            return int(np.count_nonzero(hit.to_numpy(zero_copy_only=False) & ns.vec.live))
+            return 0 if ns is None else int(np.count_nonzero(_live_where(ns, kind)))
 
     def named(self, namespace: str, kind: str, name: str) -> list[str]:
         """Ids of live rows of `kind` in `namespace` named `name` (a payload mask: no
         vectors, no rows built)."""
         with self._lock:
             ns = self._ns.get(namespace)
-            if ns is None or not ns.vec.n_live:
+            if ns is None:
                 return []
-            t = ns.table
-            hit = pc.and_(pc.equal(t["kind"], kind), pc.equal(t["name"], name))
-            mask = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & ns.vec.live
+            mask = _live_where(ns, kind, pc.equal(ns.table["name"], name))
             ids: list[str] = ns.take_column("id", np.flatnonzero(mask)).to_pylist()
             return ids
 
@@ -380,6 +375,15 @@ class WarmTier:
     def close(self) -> None:
         """Checkpoint (persists access stats and indexes)."""
         self.checkpoint()
+
+
+def _live_where(ns: Namespace, kind: str, also: pa.ChunkedArray | None = None) -> np.ndarray:
+    """Mask of the namespace's live rows of `kind` (and, if given, `also`)."""
+    hit = pc.equal(ns.table["kind"], kind)
+    if also is not None:
+        hit = pc.and_(hit, also)
+    mask: np.ndarray = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & ns.vec.live
+    return mask
 
 
 def _concat(parts: list[pa.Table], sch: pa.Schema) -> pa.Table:

@@ -333,7 +333,8 @@ class Namespace:
             fetch = k * 4 * math.ceil(self.vec.n_live / n_pass) * (2 if flt.where else 1)
             rows, scores = self.vec.search_ann(q, min(fetch, self.vec.n_live))
             if base is not None:
-                rows, scores = rows[base[rows]], scores[base[rows]]
+                keep = base[rows]
+                rows, scores = rows[keep], scores[keep]
             rows, scores = self._where(rows, scores, k, flt)
             if len(rows) >= k:
                 return rows, scores
