@@ -172,15 +172,35 @@ def test_events_view_types_and_rows_after_demote_delete_forget(
     ).to_pylist() == [{"action": "forget", "reason": "forget(namespace='b'): 1 memories"}]
 
 
+def test_events_view_shows_a_users_promote_and_demote(mem: tiermem.Engine) -> None:
+    """The history holds every move: the user's own, not only the jobs'."""
+    m = mem.add("moved by hand", namespace="a")
+    before = {e["id"] for e in mem.events.read()}  # the fixture's own moves
+    assert before
+    mem.demote(m.id, to="l3")
+    mem.promote(m.id, to="l2")
+    mem.promote(m.id, to="l2")  # already there: nothing moves, nothing logged
+    rows = mem.sql(
+        'SELECT job, action, id, namespace, src, dst, reason FROM events ORDER BY "at"'
+    ).to_pylist()
+    rows = [r for r in rows if r["id"] not in before]
+    base = {"job": "user", "action": "move", "id": m.id, "namespace": "a"}
+    assert rows == [
+        base | {"src": "l1", "dst": "l3", "reason": "demoted by the user"},
+        base | {"src": "l3", "dst": "l2", "reason": "promoted by the user"},
+    ]
+
+
 def test_events_view_skips_a_torn_last_line(mem: tiermem.Engine) -> None:
     ids = [m.id for m in mem.scan(namespace="a", tiers=["l1"])]
     mem.delete(ids[0])
     with open(mem.events.path, "a", encoding="utf-8") as fh:
         fh.write('{"at":"2025-01-01T00:00:00+00:00","run":"x","jo')
-    assert mem.sql("SELECT id FROM events").to_pylist() == [{"id": ids[0]}]
+    deletes = "SELECT id FROM events WHERE action = 'delete'"  # the fixture's moves aside
+    assert mem.sql(deletes).to_pylist() == [{"id": ids[0]}]
     # The next append starts a fresh line: the torn one is skipped, the new one read.
     mem.delete(ids[1])
-    assert mem.sql("SELECT id FROM events").to_pylist() == [{"id": ids[0]}, {"id": ids[1]}]
+    assert mem.sql(deletes).to_pylist() == [{"id": ids[0]}, {"id": ids[1]}]
 
 
 @pytest.mark.parametrize("view", ["hot", "warm", "cold", "memories", "events"])
@@ -237,7 +257,7 @@ def test_only_referenced_views_are_read(mem: tiermem.Engine, monkeypatch: Any) -
 
         monkeypatch.setattr(tier, "scan", scan)
     assert mem.sql("SELECT count(*) AS n FROM cold").to_pylist() == [{"n": 4}]
-    assert mem.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 0}]
+    assert mem.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 8}]  # 8 moved in
     assert calls == []
     assert mem.sql("SELECT count(*) AS n FROM warm").to_pylist() == [{"n": 4}]
     assert calls == ["l2"]

@@ -1,13 +1,19 @@
 """The whole engine against a dict model (hypothesis stateful testing).
 
-Random add / delete / update / move / cool (L1 to L2) / get / search / forget / reopen /
-consolidate across two namespaces (a get may promote on read: the default
-policy's ``promote.on_read``). Invariants after every step: nothing lost, nothing
-resurrected, exactly one home tier per memory (the one the model expects),
-and a search never crosses namespaces. A consolidation may add semantic
-memories and move episodes to L3; its rule checks what it did (every
-episode kept, each marked episode in L3 and in exactly one semantic
-memory of its namespace) before the model takes it in.
+Random add (some with a time-to-live) / delete / update / move / cool (L1 to L2) /
+get / search / forget / reopen / consolidate / the lifecycle jobs (demote, promote,
+expire, compact, checkpoint, with the clock moved on) across two namespaces,
+under a policy with small capacities, so adds evict and jobs move things.
+
+The model learns what the engine moved on its own (an eviction, a read-through
+promotion, a job) from the events log, checking each move left the tier the
+model had; a user's own moves must be logged too. Invariants after every step:
+nothing lost, nothing resurrected, exactly one home tier per memory (the one
+the model expects), and a search or get never crosses namespaces or returns
+an expired memory. A consolidation may add semantic memories and move episodes
+to L3; its rule checks what it did (every episode kept, each marked episode in
+L3 and in exactly one semantic memory of its namespace) before the model takes
+it in.
 """
 
 from __future__ import annotations
@@ -36,6 +42,19 @@ from tests.conftest import DIM, drop_prefix
 
 NAMESPACES = ("tenant:a", "tenant:b")
 TIERS = ("l1", "l2", "l3")
+# Small capacities: adds evict (on_full: evict) and a demote has work at every step.
+POLICY = """
+version: 1
+kinds:
+  episodic:
+    l1: {capacity: 6, evict: [ttl, hyperbolic], idle: 1h, on_full: evict}
+    l2: {capacity: 10, evict: [lfu], idle: 1d}
+    promote: {hits: 1, window: 1h, on_read: 1}
+    consolidate:
+      {every: 6h, similarity: 0.85, min_cluster: 3, min_age: 1h, into: semantic, sources_to: l3}
+  semantic:
+    l1: {capacity: 3, evict: [lfu], idle: 1d}
+"""
 
 
 def vector(seed: int) -> np.ndarray:
@@ -50,17 +69,22 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.dir = Path(tempfile.mkdtemp(prefix="tm-stateful-"))
+            self.policy = self.dir.with_name(self.dir.name + "-policy.yaml")
+            self.policy.write_text(POLICY)
             self.prefix = f"tmtest:{uuid.uuid4().hex[:12]}"
-            self.model: dict[str, dict[str, object]] = {}  # id -> ns, tier, importance
-            self.now = datetime.now(UTC)  # moved on by consolidate (its min_age is 1h)
-            self.events_seen = 0  # events log lines taken in (`_follow_read_promotions`)
+            # id -> ns, tier, importance, expires (None or a datetime)
+            self.model: dict[str, dict[str, object]] = {}
+            self.now = datetime.now(UTC)  # moved on by consolidate and the jobs
+            self.events_seen = 0  # events log lines taken in (`_follow`)
             self.mem = self._open()
 
-        def _open(self) -> tiermem.Engine:
+        def _open(self, read_only: bool = False) -> tiermem.Engine:
             return tiermem.open(
                 self.dir,
+                read_only=read_only,
                 clock=lambda: self.now,
                 embedder=tiermem.HashingEmbedder(DIM),
+                policy=str(self.policy),
                 **{
                     "l1.url": redis_url,
                     "l1.prefix": self.prefix,
@@ -73,6 +97,26 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.mem.close()
             drop_prefix(redis.Redis.from_url(redis_url), self.prefix)
             shutil.rmtree(self.dir, ignore_errors=True)
+            self.policy.unlink(missing_ok=True)
+
+        def _new(self, id_: str, ns: str, expires: datetime | None = None) -> None:
+            """A memory just added (in L1; an eviction it caused is in the events)."""
+            self.model[id_] = {"ns": ns, "tier": "l1", "importance": 0.5, "expires": expires}
+
+        def _live(self, id_: str) -> bool:
+            """In the model and not expired (what a get or search may return)."""
+            m = self.model.get(id_)
+            return m is not None and (m["expires"] is None or m["expires"] > self.now)  # type: ignore[operator]
+
+        def _to(self, id_: str, tier: str) -> None:
+            """A user's move of `id_` to `tier`; the model learns it from the events."""
+            src = str(self.model[id_]["tier"])
+            if TIERS.index(tier) < TIERS.index(src):
+                self.mem.promote(id_, to=tier)
+            elif tier != src:
+                self.mem.demote(id_, to=tier)
+            self._follow()
+            assert self.model[id_]["tier"] == tier, "a user's move missing from the events"
 
         @rule(
             target=ids,
@@ -82,9 +126,24 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         )
         def add(self, ns: str, seed: int, tier: str) -> str:
             m = self.mem.add(f"memory {seed}", namespace=ns, embedding=vector(seed))
-            if tier != "l1":
-                self.mem.demote(m.id, to=tier)
-            self.model[m.id] = {"ns": ns, "tier": tier, "importance": 0.5}
+            self._new(m.id, ns)
+            self._follow()  # the add may have evicted (this one too)
+            if TIERS.index(tier) > TIERS.index(str(self.model[m.id]["tier"])):
+                self._to(m.id, tier)
+            return m.id
+
+        @rule(
+            target=ids,
+            ns=st.sampled_from(NAMESPACES),
+            seed=st.integers(0, 50),
+            minutes=st.sampled_from([1, 90, 3000]),
+        )
+        def add_expiring(self, ns: str, seed: int, minutes: int) -> str:
+            ttl = timedelta(minutes=minutes)
+            m = self.mem.add(f"short-lived {seed}", namespace=ns, embedding=vector(seed), ttl=ttl)
+            assert m.expires_at == self.now + ttl
+            self._new(m.id, ns, self.now + ttl)
+            self._follow()
             return m.id
 
         @rule(target=ids, ns=st.sampled_from(NAMESPACES), n=st.integers(1, 12))
@@ -95,7 +154,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             )
             for id_ in res.ids:
                 assert id_ is not None
-                self.model[id_] = {"ns": ns, "tier": "l1", "importance": 0.5}
+                self._new(id_, ns)
+            self._follow()
             return str(res.ids[0])
 
         @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(200, 203))
@@ -106,8 +166,9 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             for i in range(4):
                 v = vector(seed) + 0.01 * vector(1000 + i)
                 m = self.mem.add(f"topic {seed} note {i}", namespace=ns, embedding=v)
-                self.model[m.id] = {"ns": ns, "tier": "l1", "importance": 0.5}
+                self._new(m.id, ns)
                 got.append(m.id)
+            self._follow()
             return got[0]
 
         @rule()
@@ -132,16 +193,45 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     assert every[str(target)].namespace == m.namespace
                     self.model[m.id]["tier"] = "l3"
                 elif m.kind == "semantic":
-                    self.model[m.id] = {"ns": m.namespace, "tier": m.tier}
+                    self.model[m.id] = {"ns": m.namespace, "tier": m.tier, "expires": None}
                     self.model[m.id]["importance"] = m.importance
             assert set(every) == set(self.model)
+            self.events_seen = len(list(self.mem.events.read()))  # checked above instead
             event(f"consolidated: {'some' if report.merged else 'none'}")
+
+        # One rule per job (not one rule for all), so each is picked as often as a write.
+        @rule(minutes=st.sampled_from([0, 30, 120, 3000]))
+        def demote_job(self, minutes: int) -> None:
+            self._run("demote", minutes)
+
+        @rule(minutes=st.sampled_from([0, 30, 120]))
+        def promote_job(self, minutes: int) -> None:
+            self._run("promote", minutes)
+
+        @rule(minutes=st.sampled_from([0, 30, 120, 3000]))
+        def expire_job(self, minutes: int) -> None:
+            self._run("expire", minutes)
+            assert all(self._live(i) for i in self.model), "an expired memory survived"
+
+        @rule(job=st.sampled_from(["compact", "checkpoint"]))
+        def housekeeping_job(self, job: str) -> None:
+            self._run(job, 0)
+
+        def _run(self, job: str, minutes: int) -> None:
+            """A lifecycle job, some time on: each move or delete it made is in the events."""
+            self.now += timedelta(minutes=minutes)
+            report = self.mem.run(job)
+            assert report.errors == []
+            moved = self._follow()
+            assert moved == report.moved + report.deleted
+            event(f"{job}: {'some' if moved else 'none'}")
 
         @rule(id_=consumes(ids))
         def delete(self, id_: str) -> None:
             existed = id_ in self.model
             assert self.mem.delete(id_) is existed
             self.model.pop(id_, None)
+            self._follow()
 
         @rule(id_=ids, importance=st.floats(0, 1))
         def update(self, id_: str, importance: float) -> None:
@@ -154,19 +244,14 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def move(self, id_: str, tier: str) -> None:
             if id_ not in self.model:
                 return
-            src = str(self.model[id_]["tier"])
-            if TIERS.index(tier) < TIERS.index(src):
-                self.mem.promote(id_, to=tier)
-            else:
-                self.mem.demote(id_, to=tier)
-            self.model[id_]["tier"] = tier
+            self._to(id_, tier)
 
         @rule(ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50))
         def search(self, ns: str, seed: int) -> None:
             hits = self.mem.search(vector(seed), namespace=ns, k=1000, deep=True)
             got = [h.memory.id for h in hits]
             assert len(got) == len(set(got)), "duplicate hits"
-            assert set(got) == {i for i, m in self.model.items() if m["ns"] == ns}
+            assert set(got) == {i for i, m in self.model.items() if m["ns"] == ns and self._live(i)}
             for h in hits:
                 assert h.memory.namespace == ns and h.tier == self.model[h.memory.id]["tier"]
             scores = [h.score for h in hits]
@@ -176,37 +261,56 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         @rule(ns=st.sampled_from(NAMESPACES))
         def cool(self, ns: str) -> None:
             """Every L1 memory of a namespace to L2: something for a get to read through."""
-            for i, m in self.model.items():
+            for i, m in list(self.model.items()):
                 if m["ns"] == ns and m["tier"] == "l1":
-                    self.mem.demote(i, to="l2")
-                    m["tier"] = "l2"
+                    self._to(i, "l2")
 
         @rule(id_=ids, ns=st.sampled_from(NAMESPACES))
         def get(self, id_: str, ns: str) -> None:
             """get_many of a namespace's memories and one bundle id (maybe deleted)."""
             wanted = [i for i, m in self.model.items() if m["ns"] == ns] + [id_]
             got = self.mem.get_many(wanted)
-            assert set(got) == {i for i in wanted if i in self.model}, "lost or came back"
+            assert set(got) == {i for i in wanted if self._live(i)}, "lost, came back or expired"
             for i, m in got.items():
                 assert (m.namespace, m.tier) == (self.model[i]["ns"], self.model[i]["tier"])
-            self._follow_read_promotions()
+            self._follow()  # a get may promote what it read (``promote.on_read``)
 
-        def _follow_read_promotions(self) -> None:
-            """A read may promote what it read (``promote.on_read``): take in each such
-            move from the events log, checking it left the tier the model expects."""
+        def _follow(self) -> int:
+            """Take in the moves and deletes logged since the last call, checking each
+            left the tier the model had; returns how many there were."""
             events = list(self.mem.events.read())
+            n = 0
             for e in events[self.events_seen :]:
-                if e["job"] == "promote-on-read":
-                    assert self.model[e["id"]]["tier"] == e["src"], "promoted from elsewhere"
-                    self.model[e["id"]]["tier"] = e["dst"]
-                    event("promoted on read")
+                m = self.model.get(e["id"])
+                if e["action"] not in ("move", "delete") or m is None:
+                    continue  # forget, and a user's delete: the rule has taken them in
+                assert m["tier"] == e["src"], f"{e['job']} moved {e['id']} from elsewhere"
+                if e["action"] == "move":
+                    m["tier"] = e["dst"]
+                else:
+                    del self.model[e["id"]]
+                n += 1
+                event(f"followed: {e['job']} {e['action']}")
             self.events_seen = len(events)
+            return n
 
         @rule(ns=st.sampled_from(NAMESPACES))
         def forget(self, ns: str) -> None:
             expected = sum(1 for m in self.model.values() if m["ns"] == ns)
             assert self.mem.forget(namespace=ns) == expected
             self.model = {i: m for i, m in self.model.items() if m["ns"] != ns}
+            self._follow()
+
+        @rule(ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50))
+        def reader_sees_it_all(self, ns: str, seed: int) -> None:
+            """Another process (a read-only engine on the same directory) sees what the
+            writer wrote, each memory in its tier, and searches one namespace only."""
+            with self._open(read_only=True) as reader:
+                seen = {m.id: (m.tier, m.namespace) for m in reader.scan()}
+                assert seen == {i: (m["tier"], m["ns"]) for i, m in self.model.items()}
+                hits = reader.search(vector(seed), namespace=ns, k=1000, deep=True)
+                got = {h.memory.id for h in hits}
+                assert got == {i for i, m in self.model.items() if m["ns"] == ns and self._live(i)}
 
         @rule()
         def reopen(self) -> None:

@@ -168,7 +168,8 @@ class EngineCore:
         return self.backends
 
     def _log_user(self, job: str, actions: list[Action]) -> None:
-        """Record a user's deletes (job "user") or forget (job "forget") in the events log."""
+        """Record a user's moves and deletes (job "user") or forget (job "forget") in the
+        events log."""
         self.events.append(uuid.uuid4().hex[:12], job, self.clock(), actions)
 
     def _find(self, ids: Iterable[str]) -> list[tuple[TierName, pa.Table]]:

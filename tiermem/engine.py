@@ -30,6 +30,7 @@ from tiermem.lifecycle.watch import PolicyWatcher, policy_file
 from tiermem.model import (
     KINDS,
     TIERS,
+    Action,
     JobReport,
     Memory,
     Plan,
@@ -64,21 +65,30 @@ class Engine(Writes, Reads):
         self.lifecycle.summarizer = value
 
     def promote(self, id: str, to: str = "l1") -> Memory:
-        """Move a memory to a hotter tier (no-op if already there)."""
+        """Move a memory to a hotter tier (no-op if already there); logged as an event
+        (job ``user``)."""
         return self._manual_move(id, inputs.tier(to), hotter=True)
 
     def demote(self, id: str, to: str = "l3") -> Memory:
-        """Move a memory to a colder tier (no-op if already there); pins do not stop this."""
+        """Move a memory to a colder tier (no-op if already there); pins do not stop this.
+        Logged as an event (job ``user``)."""
         return self._manual_move(id, inputs.tier(to), hotter=False)
 
     def _manual_move(self, id: str, dst: TierName, *, hotter: bool) -> Memory:
         self._writable()
+        verb = "promote" if hotter else "demote"
         with self._mutex:
-            src = self._find_one(id).tier
+            mem = self._find_one(id)
+            src = mem.tier
             if src != dst and (TIERS.index(dst) < TIERS.index(src)) != hotter:
-                verb = "promote" if hotter else "demote"
                 raise ValidationError(f"cannot {verb} from {src} to {dst}", field="to")
-            self.mover.move(src, dst, [id])
+            if src != dst and self.mover.move(src, dst, [id]):
+                # the events log is the history of every move, a user's too
+                why = f"{verb}d by the user"
+                move = Action(
+                    id=id, namespace=mem.namespace, action="move", src=src, dst=dst, reason=why
+                )
+                self._log_user("user", [move])
             return self._find_one(id)
 
     def pin(self, id: str) -> Memory:
