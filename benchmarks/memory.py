@@ -15,6 +15,9 @@ ASCII chars, Zipf-sized namespaces, seed 7) goes through the tiers:
    is its RSS growth from before `tiermem.open` to after the searches, minus
    the same growth in another fresh process that does the same with an
    empty store (the fixed cost of a store: DuckDB, clients, lazy imports).
+   Then the store's probe runs the core suite's queries (20,000; quick: 200,
+   one at a time, k=10) and reports what the process grew by per memory:
+   what reads add (the writer's hit log of L2/L3 memories read, for promotion).
 3. L2 -> L3 with the mover: zstd Parquet files (+ manifest) on disk.
 
 Raw = N x (dim x 4 bytes of float32 vector + UTF-8 text bytes). Goal: L2 RSS
@@ -91,8 +94,9 @@ def redis_usage(client: redis.Redis, prefix: str) -> tuple[int, int]:
     return len(keys), total
 
 
-def probe(path: str, prefix: str, n_ns: int) -> dict[str, Any]:
-    """In a fresh process: RSS before open, after open, after one search per namespace."""
+def probe(path: str, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[str, Any]:
+    """In a fresh process: RSS before open, after open, after one search per namespace,
+    and after `n_q` of the core suite's queries (its data for `n` memories)."""
     import tiermem  # noqa: F401 -- imported before the baseline on purpose
 
     gc.collect()
@@ -106,14 +110,24 @@ def probe(path: str, prefix: str, n_ns: int) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     gc.collect()
     loaded = rss()
+    searched = loaded
+    if n_q:
+        data = core.make_data(n, n_ns, DIM, np.random.default_rng(7))
+        queries, q_ns = core.make_queries(data, n_q, np.random.default_rng(8))
+        for vec, ns in zip(queries, q_ns.tolist(), strict=True):
+            mem.search(vec, namespace=data.names[ns], k=core.K)
+        gc.collect()
+        searched = rss()
     mem.close()
     return {"rss_before_open": before, "rss_after_open": opened, "rss_loaded": loaded,
-            "first_search_all_ns_s": load_s}  # fmt: skip
+            "first_search_all_ns_s": load_s, "queries": n_q,
+            "rss_after_queries": searched}  # fmt: skip
 
 
-def run_probe(path: Path, prefix: str, n_ns: int) -> dict[str, Any]:
+def run_probe(path: Path, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[str, Any]:
+    args = ["--probe", str(path), prefix, str(n_ns), str(n), str(n_q)]
     p = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", "--probe", str(path), prefix, str(n_ns)],
+        [sys.executable, "-m", "benchmarks.memory", *args],
         capture_output=True, text=True, check=False, timeout=1_800,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )  # fmt: skip
@@ -133,7 +147,7 @@ def move_all(mem: Any, src: str, dst: str, ids: list[str]) -> float:
 
 
 def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
-    n, n_ns = (2_000, 20) if quick else (100_000, 100)
+    n, n_ns, n_q = (2_000, 20, 200) if quick else (100_000, 100, 20_000)
     data = core.make_data(n, n_ns, DIM, np.random.default_rng(7))
     raw_vec = n * DIM * 4
     raw_text = sum(len(t.encode()) for t in data.texts)
@@ -159,7 +173,7 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
             mem.run("checkpoint")
             keys_after, usage_after = redis_usage(client, prefix)
         l2_disk = tree_bytes(tmp / "store" / "l2")
-        pr = run_probe(tmp, prefix, n_ns)
+        pr = run_probe(tmp, prefix, n_ns, n, n_q)
         (tmp / "empty").mkdir()
         pr0 = run_probe(tmp / "empty", f"{prefix}:empty", n_ns)
         with core.open_store(str(tmp), prefix, DIM) as mem:
@@ -195,6 +209,8 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
             "rss": l2_rss,
             "rss_per_memory": l2_rss / n,
             "rss_ratio_to_raw": l2_rss / raw,
+            "queries": n_q,
+            "rss_growth_queries_per_memory": (pr["rss_after_queries"] - pr["rss_loaded"]) / n,
             "probe": pr,
             "probe_empty_store": pr0,
             "move_l1_l2_s": move12,
@@ -210,7 +226,8 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--probe":
-        print(json.dumps(probe(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+    if len(sys.argv) == 7 and sys.argv[1] == "--probe":
+        counts = (int(a) for a in sys.argv[4:])
+        print(json.dumps(probe(sys.argv[2], sys.argv[3], *counts)))
     else:
         print(json.dumps(run("--quick" in sys.argv), indent=2))

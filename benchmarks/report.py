@@ -381,6 +381,15 @@ def sec_memory(r: dict[str, Any]) -> list[str]:
         f"{l1['used_memory_delta_per_memory'] / rp:.2f} |",
         f"| L2 | RSS of a fresh process with every namespace loaded (minus an empty store's) "
         f"| {num(l2['rss_per_memory'])} | {l2['rss_ratio_to_raw']:.2f} |",
+        *(
+            [
+                f"| L2 | RSS growth over {l2['queries']:,} searches after that (hit log) | "
+                f"{num(l2['rss_growth_queries_per_memory'])} | "
+                f"{l2['rss_growth_queries_per_memory'] / rp:.2f} |"
+            ]
+            if "rss_growth_queries_per_memory" in l2
+            else []
+        ),
         f"| L2 | disk: Arrow segments | {num(l2['disk']['segments'] / r['n'])} | "
         f"{l2['disk']['segments'] / r['n'] / rp:.2f} |",
         f"| L2 | disk: HNSW index files | {num(l2['disk']['index'] / r['n'])} | "

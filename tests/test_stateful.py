@@ -316,6 +316,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def reopen(self) -> None:
             self.mem.close()
             self.mem = self._open()
+            report = self.mem.check()  # the engine's own consistency check agrees
+            assert report.ok, report.problems
 
         @invariant()
         def one_home_tier_nothing_lost(self) -> None:
