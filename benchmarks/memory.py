@@ -94,11 +94,13 @@ def redis_usage(client: redis.Redis, prefix: str) -> tuple[int, int]:
     return len(keys), total
 
 
-def probe(path: str, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[str, Any]:
+def probe(path: str, prefix: str, n_ns: int, queries: str = "") -> dict[str, Any]:
     """In a fresh process: RSS before open, after open, after one search per namespace,
-    and after `n_q` of the core suite's queries (its data for `n` memories)."""
+    and after the queries in file `queries` (`save_queries`), if given."""
     import tiermem  # noqa: F401 -- imported before the baseline on purpose
 
+    # loaded before the baseline: one array, not the data set they come from
+    asked = np.load(queries) if queries else None
     gc.collect()
     before = rss()
     mem = core.open_store(path, prefix, DIM)
@@ -110,12 +112,11 @@ def probe(path: str, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[s
     load_s = time.perf_counter() - t0
     gc.collect()
     loaded = rss()
-    searched = loaded
-    if n_q:
-        data = core.make_data(n, n_ns, DIM, np.random.default_rng(7))
-        queries, q_ns = core.make_queries(data, n_q, np.random.default_rng(8))
-        for vec, ns in zip(queries, q_ns.tolist(), strict=True):
-            mem.search(vec, namespace=data.names[ns], k=core.K)
+    searched, n_q = loaded, 0
+    if asked is not None:
+        for vec, ns in zip(asked["vectors"], asked["namespaces"].tolist(), strict=True):
+            mem.search(vec, namespace=f"bench:ns{ns:03d}", k=core.K)
+            n_q += 1
         gc.collect()
         searched = rss()
     mem.close()
@@ -124,8 +125,15 @@ def probe(path: str, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[s
             "rss_after_queries": searched}  # fmt: skip
 
 
-def run_probe(path: Path, prefix: str, n_ns: int, n: int = 0, n_q: int = 0) -> dict[str, Any]:
-    args = ["--probe", str(path), prefix, str(n_ns), str(n), str(n_q)]
+def save_queries(data: core.Data, n_q: int, path: Path) -> str:
+    """The core suite's queries (vectors and namespace numbers) in an .npz file."""
+    vectors, namespaces = core.make_queries(data, n_q, np.random.default_rng(8))
+    np.savez(path, vectors=vectors, namespaces=namespaces)
+    return str(path)
+
+
+def run_probe(path: Path, prefix: str, n_ns: int, queries: str = "") -> dict[str, Any]:
+    args = ["--probe", str(path), prefix, str(n_ns), queries]
     p = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", *args],
         capture_output=True, text=True, check=False, timeout=1_800,
@@ -173,7 +181,7 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
             mem.run("checkpoint")
             keys_after, usage_after = redis_usage(client, prefix)
         l2_disk = tree_bytes(tmp / "store" / "l2")
-        pr = run_probe(tmp, prefix, n_ns, n, n_q)
+        pr = run_probe(tmp, prefix, n_ns, save_queries(data, n_q, tmp / "queries.npz"))
         (tmp / "empty").mkdir()
         pr0 = run_probe(tmp / "empty", f"{prefix}:empty", n_ns)
         with core.open_store(str(tmp), prefix, DIM) as mem:
@@ -226,8 +234,7 @@ def run(quick: bool, out: Path | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "--probe":
-        counts = (int(a) for a in sys.argv[4:])
-        print(json.dumps(probe(sys.argv[2], sys.argv[3], *counts)))
+    if len(sys.argv) == 6 and sys.argv[1] == "--probe":
+        print(json.dumps(probe(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])))
     else:
         print(json.dumps(run("--quick" in sys.argv), indent=2))
