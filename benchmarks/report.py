@@ -383,7 +383,7 @@ def sec_memory(r: dict[str, Any]) -> list[str]:
         f"| {num(l2['rss_per_memory'])} | {l2['rss_ratio_to_raw']:.2f} |",
         *(
             [
-                f"| L2 | RSS growth over {l2['queries']:,} searches after that (hit log) | "
+                f"| L2 | RSS growth over {l2['queries']:,} searches after that (hit log, caches) | "
                 f"{num(l2['rss_growth_queries_per_memory'])} | "
                 f"{l2['rss_growth_queries_per_memory'] / rp:.2f} |"
             ]
