@@ -42,7 +42,8 @@ from tests.conftest import DIM, drop_prefix
 
 NAMESPACES = ("tenant:a", "tenant:b")
 TIERS = ("l1", "l2", "l3")
-# Small capacities: adds evict (on_full: evict) and a demote has work at every step.
+# Small capacities, so adds evict (on_full: evict) and the jobs find work; hits: 1 so
+# that a search makes an L2/L3 memory due for the promote job.
 POLICY = """
 version: 1
 kinds:
