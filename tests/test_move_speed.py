@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,8 +23,21 @@ from tiermem.tiers.hot import HotTier
 from tiermem.tiers.keys import Keys
 
 
-def test_floats_and_extreme_times_read_back_exactly(hot_tier: HotTier) -> None:
-    """Arrow parses the stored decimals: every float64 and µs value must survive."""
+def as_replied(values: list[Any]) -> list[bytes | None]:
+    """Stored values as HMGET returns them: bytes (redis-py writes a str as UTF-8)."""
+    return [v.encode() if isinstance(v, str) else v for v in values]
+
+
+# Reads of up to `FEW_ROWS` records convert each value in Python; larger ones by Arrow.
+BOTH_PATHS = pytest.mark.parametrize("few_rows", [0, codec.FEW_ROWS], ids=["arrow", "python"])
+
+
+@BOTH_PATHS
+def test_floats_and_extreme_times_read_back_exactly(
+    hot_tier: HotTier, few_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored decimals are parsed back: every float64 and µs value must survive."""
+    monkeypatch.setattr(codec, "FEW_ROWS", few_rows)
     rng = np.random.default_rng(7)
     importance = [5e-324, 1e-300, 0.1 + 0.2, 1 / 3, *rng.random(4).tolist()]
     before_epoch = datetime(1901, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
@@ -39,15 +53,33 @@ def test_floats_and_extreme_times_read_back_exactly(hot_tier: HotTier) -> None:
     assert by_id(got) == by_id(t)
 
 
-def test_decode_skips_vanished_records_and_reads_omitted_fields_as_written() -> None:
+@BOTH_PATHS
+def test_decode_skips_vanished_records_and_reads_omitted_fields_as_written(
+    few_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "FEW_ROWS", few_rows)
     fields = dict.fromkeys(sch.COLUMNS)
     stored = make_table("d", 1, pinned=[False])
     cols = codec.encode_columns(stored)
-    row = [cols[n][0] for n in sch.COLUMNS]
+    row = as_replied([cols[n][0] for n in sch.COLUMNS])
     row[sch.COLUMNS.index("pinned")] = None  # an omitted flag reads as False
     got = codec.decode_rows(DIM, [[None] * len(fields), row, [None] * len(fields)])
+    assert got.schema == sch.schema(DIM)
     assert by_id(got) == by_id(stored)
     assert codec.decode_rows(DIM, []).schema == sch.schema(DIM)
+
+
+def test_both_decode_paths_give_the_same_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every column type, nulls included (expires_at, superseded_by, name unset on some)."""
+    stored = make_table("s", 12, seed=3)
+    cols = codec.encode_columns(stored)
+    replies = [as_replied([cols[n][i] for n in sch.COLUMNS]) for i in range(stored.num_rows)]
+    nulls = [sch.COLUMNS.index(n) for n in ("expires_at", "superseded_by", "name", "pinned")]
+    assert any(r[i] is None for r in replies for i in nulls)
+    by_python = codec.decode_rows(DIM, replies)
+    monkeypatch.setattr(codec, "FEW_ROWS", 0)
+    assert by_python.equals(codec.decode_rows(DIM, replies))
+    assert by_id(by_python) == by_id(stored)
 
 
 def test_delete_removes_record_directory_and_index_entries_in_one_step(
