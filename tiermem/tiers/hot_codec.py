@@ -141,7 +141,9 @@ def decode_rows(dim: int, replies: Sequence[Sequence[bytes | None]]) -> pa.Table
     (no id: every field nil) are skipped.
 
     Each column is converted by Arrow in one pass (UTF-8 checks, decimal
-    parsing): a Python conversion per value was most of an L1 read's cost.
+    parsing): a Python conversion per value was most of a large L1 read's cost.
+    Up to `FEW_ROWS` records (a `get`) go value by value in Python instead,
+    where the casts' fixed cost per column is the larger.
     """
     rows = [r for r in replies if r[0] is not None]
     if not rows:
@@ -162,7 +164,7 @@ def decode_rows(dim: int, replies: Sequence[Sequence[bytes | None]]) -> pa.Table
     return sch.from_columns(dim, cols)
 
 
-# Below this many rows a column is converted value by value in Python: Arrow's casts
+# Up to this many rows a column is converted value by value in Python: Arrow's casts
 # cost ~10-20 µs a column whatever the rows, ~300 µs a one-record `get` (16 columns).
 FEW_ROWS = 16
 
