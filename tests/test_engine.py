@@ -138,6 +138,28 @@ def test_search_reads_cold_when_deep_or_not_enough(store: tiermem.Engine) -> Non
     assert store.search(unit(3), namespace="ns", k=1)[0].tier == "l3"
 
 
+def test_a_search_records_its_l1_accesses_before_it_returns(
+    store: tiermem.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L1's access update runs in Redis while the hits are built, and is finished
+    (or its error raised) before the search returns, even when building the hits fails."""
+    hot = store.add("hot one", namespace="ns", embedding=unit(4))
+    count = {m.id: m.access_count for m in store.scan(namespace="ns")}[hot.id]
+    [hit] = store.search(unit(4), namespace="ns", k=1)
+    assert hit.tier == "l1" and hit.memory.access_count == count + 1
+    assert {m.id: m.access_count for m in store.scan(namespace="ns")}[hot.id] == count + 1
+
+    def broken(*args: object, **kwargs: object) -> list[tiermem.Hit]:
+        raise RuntimeError("hits failed")
+
+    monkeypatch.setattr(tiermem.retrieval, "hits", broken)
+    with pytest.raises(RuntimeError, match="hits failed"):
+        store.search(unit(4), namespace="ns", k=1)
+    assert {m.id: m.access_count for m in store.scan(namespace="ns")}[hot.id] == count + 2
+    pool = store.backends.l1.client.connection_pool
+    assert not pool._in_use_connections  # type: ignore[attr-defined]
+
+
 def test_expired_memories_are_never_returned(open_store: OpenStore) -> None:
     clock = FakeClock()
     mem = open_store(clock=clock)

@@ -115,6 +115,34 @@ def test_touch_updates_hash_and_zsets(tier: HotTier) -> None:
     assert stats[ids[1]] == (to_us(T0 + timedelta(seconds=1)), 1)
 
 
+def in_use(client: redis.Redis) -> int:
+    """Connections of the client's pool handed out and not returned."""
+    return len(client.connection_pool._in_use_connections)  # type: ignore[attr-defined]
+
+
+def test_touch_later_runs_in_redis_before_wait_and_frees_its_connection(
+    tier: HotTier, client: redis.Redis
+) -> None:
+    """Sent at once (Redis applies it while the caller works), the connection held
+    until `wait`, which returns it; a script Redis lost (SCRIPT FLUSH) is loaded again."""
+    t = make_table("a", 2)
+    tier.put(t)
+    ids = t.column("id").to_pylist()
+    before = {i: r["access_count"] for i, r in by_id(tier.get(ids)).items()}
+    at = T0 + timedelta(hours=1)
+    client.script_flush()
+    later = tier.touch_later(ids, at, namespaces=["a", "a"])
+    assert in_use(client) == 1
+    later.wait()
+    assert in_use(client) == 0
+    rows = by_id(tier.get(ids))
+    assert {i: (r["access_count"], r["last_accessed_at"]) for i, r in rows.items()} == {
+        i: (n + 1, at) for i, n in before.items()
+    }
+    tier.touch_later(ids, at).cancel()  # given up: the connection goes too
+    assert in_use(client) == 0
+
+
 @pytest.mark.parametrize("hinted", [False, True])
 def test_touch_does_not_resurrect_deleted_or_bump_version(
     tier: HotTier, keys: Keys, client: redis.Redis, hinted: bool

@@ -41,6 +41,7 @@ from tiermem.moves import Mover
 from tiermem.obs.metrics import EngineMetrics
 from tiermem.retrieval import Candidate
 from tiermem.sql import SqlViews
+from tiermem.tiers.hot_redis import Later
 
 if TYPE_CHECKING:
     from tiermem.engine import Engine
@@ -207,6 +208,13 @@ class EngineCore:
         L1 accesses go to Redis (shared, so read-only processes count too);
         L2/L3 state belongs to the writer, so only the writer records those.
         """
+        self._start_access(found, now, namespace).wait()
+
+    def _start_access(
+        self, found: Sequence[Memory | Candidate], now: datetime, namespace: str | None = None
+    ) -> Later[None]:
+        """`_record_access` with L1's part sent to Redis, not awaited: wait for it (in a
+        ``finally``) once other work is done."""
         by_tier: dict[TierName, list[str]] = {}
         l1_nss: list[str | None] = []
         for m in found:
@@ -215,14 +223,14 @@ class EngineCore:
                 l1_nss.append(m.namespace if isinstance(m, Memory) else namespace)
         for tier, ids in by_tier.items():
             self._hits[tier] += len(ids)
-            if tier == "l1":  # known namespaces spare L1 its directory lookup
-                hint = None if None in l1_nss else [str(n) for n in l1_nss]
-                self.backends.l1.touch(ids, now, namespaces=hint)
-                continue
-            if self.read_only:
+            if tier == "l1" or self.read_only:
                 continue
             self.backends.tiers[tier].touch(ids, now)
             self.hits.record(ids, to_us(now))
+        if "l1" not in by_tier:  # last: nothing may raise after it is sent
+            return Later(self.backends.l1.url, [], lambda replies: None)
+        hint = None if None in l1_nss else [str(n) for n in l1_nss]  # spares the directory
+        return self.backends.l1.touch_later(by_tier["l1"], now, namespaces=hint)
 
     def stop_scheduler(self) -> None:
         """Stop background jobs, waiting for a running one to finish."""

@@ -85,8 +85,11 @@ class Reads(EngineCore):
             results.append(tiers["l3"].find(namespace, vec, fetch, flt))
             found = retrieval.rank(results)
         if score == "relevance":
-            self._record_access(found[:k], now, namespace)
-            return retrieval.hits(found[:k], accessed_at=now)
+            touched = self._start_access(found[:k], now, namespace)
+            try:  # Redis records L1's accesses while the hits are built
+                return retrieval.hits(found[:k], accessed_at=now)
+            finally:
+                touched.wait()
         hits = retrieval.blended(retrieval.hits(found), now)[:k]
         fresh = {m.id: m for m in self._accessed([h.memory for h in hits], now)}
         return [h.model_copy(update={"memory": fresh[h.memory.id]}) for h in hits]

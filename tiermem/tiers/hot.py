@@ -210,16 +210,35 @@ class HotTier(HotSnapshotReads):
         `namespaces` (each id's, when the caller knows them) save the directory
         lookup: the script skips a record that is not there, as a lookup would.
         """
+        self.touch_later(ids, at, namespaces).wait()
+
+    @guarded
+    def touch_later(
+        self, ids: Sequence[str], at: datetime, namespaces: Sequence[str] | None = None
+    ) -> Later[None]:
+        """`touch`, sent to Redis but not awaited: its `wait` raises what `touch` would.
+        Wait (or cancel) in a ``finally``: until then the replies hold a pooled
+        connection. A search builds its hits meanwhile (`Reads.search`)."""
         us = to_us(at)
         known = None if namespaces is None else dict(zip(ids, namespaces, strict=True))
-        for chunk in chunks(list(ids)):
-            where = self._locate(chunk) if known is None else known
-            calls = [
-                (
-                    [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)],
-                    [id_, us, codec.HITS_KEPT],
-                )
-                for id_ in chunk  # a repeated id is a repeated access
-                if (ns := where.get(id_)) is not None
-            ]
-            resp.scripts(self.client, self._touch, calls)
+        sent: list[resp.Pending | resp.ScriptsSent] = []
+        try:
+            for chunk in chunks(list(ids)):
+                where = self._locate(chunk) if known is None else known
+                calls = [
+                    (
+                        [self.keys.record(ns, id_), self.keys.recency(ns), self.keys.frequency(ns)],
+                        [id_, us, codec.HITS_KEPT],
+                    )
+                    for id_ in chunk  # a repeated id is a repeated access
+                    if (ns := where.get(id_)) is not None
+                ]
+                sent.append(resp.ScriptsSent(self.client, self._touch, calls))
+        except BaseException:
+            Later(self.url, sent, _nothing).cancel()
+            raise
+        return Later(self.url, sent, _nothing)
+
+
+def _nothing(replies: list[list[Any]]) -> None:
+    """A `Later`'s finish for work whose replies say nothing (checked for errors)."""

@@ -63,14 +63,18 @@ def as_strs(reply: Any) -> list[str]:
 
 
 class Later(Generic[T]):
-    """Redis work already sent (`resp.Pending`s), finished by `wait`: `finish` of
-    each pending's replies. `cancel` gives up on whatever was not read."""
+    """Redis work already sent (`resp.Pending`s, or `resp.ScriptsSent`s), finished by
+    `wait`: `finish` of each pending's replies. `cancel` gives up on whatever was not
+    read."""
 
     def __init__(
-        self, url: str, pending: list[resp.Pending], finish: Callable[[list[list[Any]]], T]
+        self,
+        url: str,
+        pending: Sequence[resp.Pending | resp.ScriptsSent],
+        finish: Callable[[list[list[Any]]], T],
     ) -> None:
         self.url = url
-        self.pending = pending
+        self.pending = list(pending)
         self.finish = finish
 
     def wait(self) -> T:

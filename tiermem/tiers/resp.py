@@ -189,18 +189,40 @@ def scripts(
     the script for again after loading it. (redis-py's own pipeline asks SCRIPT
     EXISTS first: one more round trip; its `Script` encodes each key in Python.)
     The first error reply is raised."""
-    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-    replies = pipeline(client, commands, check=False)
-    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-    if missing:
-        client.script_load(script.script)
-        again = pipeline(client, [commands[i] for i in missing], check=False)
-        for i, reply in zip(missing, again, strict=True):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-    return replies
+    return ScriptsSent(client, script, calls).wait()
+
+
+class ScriptsSent:
+    """`scripts`, sent now; `wait` reads the replies (and runs again, after loading
+    the script, the calls Redis did not know it for). Until `wait` or `cancel`, the
+    replies hold a pooled connection, so the caller may work while Redis runs them."""
+
+    def __init__(
+        self, client: redis.Redis, script: Any, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> None:
+        self._client, self._script = client, script
+        self._commands = [("EVALSHA", script.sha, len(k), *k, *a) for k, a in calls]
+        packed = b"".join(pack_command(c) for c in self._commands)
+        self._sent = Pending(client, packed, len(self._commands)) if self._commands else None
+
+    def wait(self) -> list[Any]:
+        """The replies, in order; the first error reply is raised."""
+        replies = self._sent.wait() if self._sent is not None else []
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            self._client.script_load(self._script.script)
+            again = pipeline(self._client, [self._commands[i] for i in missing], check=False)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
+
+    def cancel(self) -> None:
+        """Give up on the replies (`Pending.cancel`)."""
+        if self._sent is not None:
+            self._sent.cancel()
 
 
 def stream(
