@@ -227,12 +227,10 @@ class EngineCore:
                 continue
             self.backends.tiers[tier].touch(ids, now)
             self.hits.record(ids, to_us(now))
-        if "l1" not in by_tier:
-            return Later(self.backends.l1.url, [], lambda replies: None)
         # L1 last, so nothing here raises once it is sent (its connection would be held);
-        # known namespaces spare L1 its directory lookup
+        # known namespaces spare L1 its directory lookup. No L1 hits: nothing is sent.
         hint = None if None in l1_nss else [str(n) for n in l1_nss]
-        return self.backends.l1.touch_later(by_tier["l1"], now, namespaces=hint)
+        return self.backends.l1.touch_later(by_tier.get("l1", []), now, namespaces=hint)
 
     def stop_scheduler(self) -> None:
         """Stop background jobs, waiting for a running one to finish."""
