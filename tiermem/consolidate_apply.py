@@ -34,6 +34,7 @@ from tiermem.consolidate import (
 from tiermem.errors import TierMemError
 from tiermem.events import EventLog
 from tiermem.failpoints import failpoint
+from tiermem.lifecycle import capacity
 from tiermem.lifecycle.policy import Policy
 from tiermem.model import TIERS, JobReport, Memory, MemoryIn, TierName
 from tiermem.moves import Mover, Patch
@@ -56,6 +57,7 @@ class Consolidator:
     summarizer: Summarizer
     dim: int
     events: EventLog
+    count: capacity.Counter  # (tier, namespace, kind) -> memories there now
 
     def run(self, cons: Consolidation, now: datetime) -> JobReport:
         report = JobReport(job="consolidate", run=uuid.uuid4().hex[:12], notes=list(cons.notes))
@@ -64,9 +66,10 @@ class Consolidator:
             start()
         made = grown = 0
         moves, done = _Moves(now), []
+        room = capacity.Room(self.policy, self.count)
         for chunk in _chunks(cons.work, CHUNK_SOURCES):
             try:
-                targets = self._write_all(chunk, now)
+                targets = self._write_all(chunk, now, room)
                 self._mark_staying(chunk, targets, now)
             except TierMemError as exc:  # one chunk failing does not stop the others
                 report.errors.append(f"{type(exc).__name__}: {exc}")
@@ -85,20 +88,25 @@ class Consolidator:
         self._move(moves.all(), moves.patch, report)
         self._log(done, report.run, now)
         report.notes.append(f"made {made} {'memory' if made == 1 else 'memories'}, grew {grown}")
+        report.notes += room.notes()
         return report
 
-    def _write_all(self, chunk: list[Work], now: datetime) -> list[str]:
+    def _write_all(self, chunk: list[Work], now: datetime, room: capacity.Room) -> list[str]:
         """Step (a) for a chunk of units: each one's consolidated memory, durable
         (the new ones in one put per tier: each row is written whole or not at
-        all, which is all the crash order needs); returns their ids."""
+        all, which is all the crash order needs); returns their ids. A new
+        memory goes to its kind's place, or colder where that is full (`room`)."""
         targets: list[str | None] = []
+        placed: list[TierName] = []
         new: dict[TierName, _NewRows] = {}
         for w in chunk:
             target = self._write(w, now)
+            tier = self.policy.for_kind(w.rules.into).place
             if target is None:  # a new memory: its row is built with the others of its tier
-                tier = self.policy.for_kind(w.rules.into).place
+                tier = room.place(tier, w.namespace, w.rules.into)
                 new.setdefault(tier, _NewRows()).add(self._new_item(w), [m.id for m in w.sources])
             targets.append(target)
+            placed.append(tier)
         made: dict[TierName, Iterator[str]] = {}
         for tier, rows in new.items():
             table = rows.table(now, self.dim)
@@ -106,8 +114,8 @@ class Consolidator:
             made[tier] = iter(table.column("id").to_pylist())
         failpoint("consolidate.written")
         return [
-            t if t is not None else next(made[self.policy.for_kind(w.rules.into).place])
-            for w, t in zip(chunk, targets, strict=True)
+            t if t is not None else next(made[tier])
+            for tier, t in zip(placed, targets, strict=True)
         ]
 
     def _mark_staying(self, chunk: list[Work], targets: list[str], now: datetime) -> None:

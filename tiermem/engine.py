@@ -23,6 +23,7 @@ from tiermem.check import CheckReport
 from tiermem.consolidate import Summarizer
 from tiermem.errors import PolicyError, ValidationError
 from tiermem.fields import check_namespace
+from tiermem.lifecycle import capacity
 from tiermem.lifecycle.jobs import Progress
 from tiermem.lifecycle.policy import Policy, load_policy
 from tiermem.lifecycle.scheduler import Scheduler
@@ -66,7 +67,10 @@ class Engine(Writes, Reads):
 
     def promote(self, id: str, to: str = "l1") -> Memory:
         """Move a memory to a hotter tier (no-op if already there); logged as an event
-        (job ``user``)."""
+        (job ``user``). Held to the destination's capacity: `CapacityError` (and no
+        move) when its group is full and ``on_full: reject``; with ``evict``, others
+        are evicted to make room, never this memory. A promotion is not an access:
+        the next demote may move an idle memory colder again (`pin` keeps it)."""
         return self._manual_move(id, inputs.tier(to), hotter=True)
 
     def demote(self, id: str, to: str = "l3") -> Memory:
@@ -82,6 +86,9 @@ class Engine(Writes, Reads):
             src = mem.tier
             if src != dst and (TIERS.index(dst) < TIERS.index(src)) != hotter:
                 raise ValidationError(f"cannot {verb} from {src} to {dst}", field="to")
+            group = (dst, mem.namespace, mem.kind)
+            if src != dst and hotter:
+                capacity.require_room(group, self.policy, self.lifecycle.count)
             if src != dst and self.mover.move(src, dst, [id]):
                 # the events log is the history of every move, a user's too
                 why = f"{verb}d by the user"
@@ -89,6 +96,8 @@ class Engine(Writes, Reads):
                     id=id, namespace=mem.namespace, action="move", src=src, dst=dst, reason=why
                 )
                 self._log_user("user", [move])
+                if hotter:  # make room as an add would, but never by undoing this move
+                    self.lifecycle.settle([group], self.clock(), keep={id})
             return self._find_one(id)
 
     def pin(self, id: str) -> Memory:

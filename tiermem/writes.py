@@ -123,7 +123,7 @@ class Writes(EngineCore):
         """`_write` without building Memory objects: the rows written and their tiers."""
         b = self._writable()
         with self._mutex:
-            adm = capacity.admit(items, self.policy, self._count)
+            adm = capacity.admit(items, self.policy, self.lifecycle.count)
             ttls = {kind: self.policy.for_kind(kind).ttl for kind in {m.kind for m in items}}
             chosen = [_with_ttl(items[i], ttls[items[i].kind]) for i in adm.admitted]
             if not chosen:
@@ -145,17 +145,12 @@ class Writes(EngineCore):
 
             def count(tier: TierName, ns: str, kind: str) -> int:
                 known = l1_counts.get((ns, kind)) if tier == "l1" else None
-                return self._count(tier, ns, kind) if known is None else known
+                return self.lifecycle.count(tier, ns, kind) if known is None else known
 
             capacity.overflow(adm, self.policy, count)
             for tier, ns, kind in adm.evict:
                 self.lifecycle.evict(tier, ns, kind, self.clock())
         return table, places, adm.errors
-
-    def _count(self, tier: TierName, namespace: str, kind: str) -> int:
-        """Memories of `kind` in `namespace` in L1 or L2 (the tiers with capacities)."""
-        b = self.backends
-        return b.l1.count(namespace, kind) if tier == "l1" else b.l2.count(namespace, kind)
 
     def update(
         self,

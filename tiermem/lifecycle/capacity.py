@@ -11,21 +11,27 @@
 items (``reject``); `overflow` runs after it, on counts the write itself
 returned where the tier can (L1: `HotTier.add_new`), so an add to a
 ``warn``/``evict`` group makes no round trip just to count.
+
+Promotions (the promote job, read-through, a user's ``promote``) are held to
+the same rules: `fit` keeps the moves a ``reject`` group has room for before
+they run, and `overflowing` names the ``evict`` groups to trim after.
+Consolidation's new memories go where `Room.place` finds room.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tiermem.errors import CapacityError, TierMemError
 from tiermem.lifecycle.policy import Policy
 from tiermem.lifecycle.policy_rules import TierRules
-from tiermem.model import MemoryIn, TierName
+from tiermem.model import TIERS, MemoryIn, TierName
 
 EVICT_TO = 0.9
 log = logging.getLogger("tiermem.capacity")
+Group = tuple[TierName, str, str]  # (tier, namespace, kind)
 Counter = Callable[[TierName, str, str], int]  # (tier, namespace, kind) -> count
 
 
@@ -61,27 +67,116 @@ def admit(items: Sequence[MemoryIn], policy: Policy, count: Counter) -> Admissio
         room = max(0, tr.capacity - have)
         out.admitted += idx[:room]
         for i in idx[room:]:
-            out.errors[i] = CapacityError(
-                f"{ns}/{kind} in {tier} is full ({have}/{tr.capacity}); its policy says "
-                "on_full: reject. Free space (delete, demote) or raise the capacity."
-            )
+            out.errors[i] = full((tier, ns, kind), have, tr.capacity)
     out.admitted.sort()
     return out
+
+
+def full(group: Group, have: int, cap: int) -> CapacityError:
+    """The error for a write into a full ``on_full: reject`` group."""
+    tier, ns, kind = group
+    return CapacityError(
+        f"{ns}/{kind} in {tier} is full ({have}/{cap}); its policy says "
+        "on_full: reject. Free space (delete, demote) or raise the capacity."
+    )
+
+
+def require_room(group: Group, policy: Policy, count: Counter) -> None:
+    """Raise `CapacityError` if `group` is full and its policy says ``on_full: reject``."""
+    tier, _, kind = group
+    tr = _rules(policy, tier, kind)
+    if tr is not None and tr.capacity is not None and tr.on_full == "reject":
+        have = count(*group)
+        if have >= tr.capacity:
+            raise full(group, have, tr.capacity)
 
 
 def overflow(adm: Admission, policy: Policy, count: Counter) -> None:
     """After the write: warn about, or list in `adm.evict`, the watched groups now
     over capacity (`count` gives each group's count after the write)."""
-    for tier, ns, kind in adm.watch:
+    adm.evict += overflowing(adm.watch, policy, count)
+
+
+def overflowing(groups: Iterable[Group], policy: Policy, count: Counter) -> list[Group]:
+    """Of `groups` just written to, those over capacity whose policy evicts; those
+    whose policy warns are logged (`count` gives a group's count now)."""
+    out: list[Group] = []
+    for tier, ns, kind in groups:
         tr = _rules(policy, tier, kind)
-        assert tr is not None and tr.capacity is not None  # as admit found it
+        if tr is None or tr.capacity is None or tr.on_full == "reject":
+            continue
         have = count(tier, ns, kind)
         if have <= tr.capacity:
             continue
         if tr.on_full == "warn":
             log.warning("%s/%s in %s over capacity: %d/%d", ns, kind, tier, have, tr.capacity)
-        elif tr.on_full == "evict":
-            adm.evict.append((tier, ns, kind))
+        else:
+            out.append((tier, ns, kind))
+    return out
+
+
+def fit(dests: Sequence[Group], policy: Policy, count: Counter) -> tuple[list[bool], list[str]]:
+    """Which moves into these groups (one per move, in order) fit: into an
+    ``on_full: reject`` group only as many as it has room for, the first ones;
+    any other move fits (`overflowing` sees to it after). Notes say what was
+    held back. Only ``reject`` groups are counted."""
+    room: dict[Group, int] = {}
+    held: dict[Group, int] = {}
+    fits: list[bool] = []
+    for group in dests:
+        tr = _rules(policy, group[0], group[2])
+        if tr is None or tr.capacity is None or tr.on_full != "reject":
+            fits.append(True)
+            continue
+        if group not in room:
+            room[group] = tr.capacity - count(*group)
+        fits.append(room[group] > 0)
+        room[group] -= 1
+        if not fits[-1]:
+            held[group] = held.get(group, 0) + 1
+    notes = [
+        f"{ns}/{kind} in {tier} is full (on_full: reject): {n} promotion(s) held back"
+        for (tier, ns, kind), n in held.items()
+    ]
+    return fits, notes
+
+
+class Room:
+    """Where a run's new memories fit: a kind's place, or while that is a full
+    ``on_full: reject`` group, the next colder tier (L3 has no capacity).
+    Each group is counted once a run; `placed_colder` counts the fallbacks."""
+
+    def __init__(self, policy: Policy, count: Counter) -> None:
+        self.policy, self.count = policy, count
+        self.left: dict[Group, int] = {}
+        self.placed_colder: dict[tuple[Group, TierName], int] = {}
+
+    def place(self, tier: TierName, namespace: str, kind: str) -> TierName:
+        """The tier a new memory of `kind` meant for `tier` goes to (room taken)."""
+        want = tier
+        while tier != "l3":
+            tr = _rules(self.policy, tier, kind)
+            if tr is None or tr.capacity is None or tr.on_full != "reject":
+                break
+            group = (tier, namespace, kind)
+            if group not in self.left:
+                self.left[group] = tr.capacity - self.count(*group)
+            if self.left[group] > 0:
+                self.left[group] -= 1
+                break
+            tier = TIERS[TIERS.index(tier) + 1]
+        if tier != want:
+            key = ((want, namespace, kind), tier)
+            self.placed_colder[key] = self.placed_colder.get(key, 0) + 1
+        return tier
+
+    def notes(self) -> list[str]:
+        """What went colder than its place, per group."""
+        return [
+            f"{ns}/{kind} in {want} is full (on_full: reject): {n} new memor"
+            f"{'y' if n == 1 else 'ies'} placed in {tier}"
+            for ((want, ns, kind), tier), n in self.placed_colder.items()
+        ]
 
 
 def _rules(policy: Policy, tier: TierName, kind: str) -> TierRules | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -62,8 +62,8 @@ class Lifecycle:
             planned, notes = self._planned(job, now)
             return Plan(job=job, now=now, actions=list(planned), notes=notes)
         if job == "promote":
-            cands = snapshot.promote_candidates(b.l2, b.l3, dim, self.hits, now)
-            return Plan(job=job, now=now, actions=planners.plan_promote(cands, self.policy, now))
+            actions, notes, _ = self._promotions(now)
+            return Plan(job=job, now=now, actions=actions, notes=notes)
         if job == "expire":
             groups = (
                 snapshot.hot_groups(b.l1, dim)
@@ -77,6 +77,16 @@ class Lifecycle:
             cons = consolidate.plan(b, self.policy, now)
             return Plan(job=job, now=now, actions=cons.actions, notes=cons.notes)
         raise ValidationError(f"unknown job {job!r}; use one of {', '.join(JOBS)}", field="job")
+
+    def _promotions(self, now: datetime) -> tuple[list[Action], list[str], dict[str, str]]:
+        """The promote job's moves that fit their destination (`capacity.fit`), notes
+        on those held back, and each candidate's kind."""
+        b = self.backends
+        cands = snapshot.promote_candidates(b.l2, b.l3, self.dim, self.hits, now)
+        actions = planners.plan_promote(cands, self.policy, now)
+        kinds = {s.id: s.kind for _, s in cands}
+        fits, notes = capacity.fit(_dests(actions, kinds), self.policy, self.count)
+        return [a for a, ok in zip(actions, fits, strict=True) if ok], notes, kinds
 
     def _planned(self, job: str, now: datetime) -> tuple[Sequence[Action], list[str]]:
         """`plan(job)`'s actions and notes; a demote's as columns (`planned.Planned`:
@@ -92,17 +102,27 @@ class Lifecycle:
         if job == "consolidate":  # its own executor: writes memories, then moves (consolidate.py)
             cons = consolidate.plan(self.backends, self.policy, now)
             worker = consolidate_apply.Consolidator(
-                self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events
-            )
+                self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events,
+                self.count,
+            )  # fmt: skip
             report = worker.run(cons, now)
+            into = dict.fromkeys((w.namespace, w.rules.into) for w in cons.work)  # new memories'
+            self.settle([(t, ns, kind) for ns, kind in into for t in ("l1", "l2")], now)
             report.seconds = time.perf_counter() - started
             return report
-        actions, notes = self._planned(job, now)
+        kinds: dict[str, str] = {}  # of the promote job's candidates
+        actions: Sequence[Action]
+        if job == "promote":
+            actions, notes, kinds = self._promotions(now)
+        else:
+            actions, notes = self._planned(job, now)
         if job == "checkpoint":
             self.checkpoint()
         elif job == "compact":
             self._compact()
         report = self.apply(job, actions, now, progress)
+        if job == "promote":  # into groups that evict or warn when over capacity
+            self.settle(_dests(actions, kinds), now)
         if job == "demote":
             for tier in ("l1", "l2"):
                 for ns in self.backends.tiers[tier].namespaces():
@@ -190,9 +210,25 @@ class Lifecycle:
                 batches.failed(run[finished], exc)
                 run = run[finished + 1 :]
 
-    def evict(self, tier: TierName, namespace: str, kind: str, now: datetime) -> JobReport:
-        """Demote the excess of a group an add or a read-through promotion took over
-        capacity (``on_full: evict``), down to `capacity.EVICT_TO` of it; job "evict"."""
+    def count(self, tier: TierName, namespace: str, kind: str) -> int:
+        """Memories of `kind` in `namespace` in L1 or L2 (the tiers with capacities)."""
+        b = self.backends
+        return b.l1.count(namespace, kind) if tier == "l1" else b.l2.count(namespace, kind)
+
+    def settle(
+        self, groups: Iterable[capacity.Group], now: datetime, keep: Collection[str] = ()
+    ) -> None:
+        """After moves into `groups`: evict the excess of those now over capacity
+        whose policy evicts (sparing `keep`), warn for those whose policy warns."""
+        for tier, ns, kind in capacity.overflowing(dict.fromkeys(groups), self.policy, self.count):
+            self.evict(tier, ns, kind, now, keep)
+
+    def evict(
+        self, tier: TierName, namespace: str, kind: str, now: datetime, keep: Collection[str] = ()
+    ) -> JobReport:
+        """Demote the excess of a group an add or a promotion took over capacity
+        (``on_full: evict``), down to `capacity.EVICT_TO` of it, never an id in
+        `keep`; job "evict"."""
         b = self.backends
         if tier == "l1":
             groups = snapshot.hot_groups(b.l1, self.dim, [namespace])
@@ -202,29 +238,27 @@ class Lifecycle:
         actions: list[Action] = []
         for group in groups:
             if group.kind == kind:
-                actions += planners.demote_group(group, self.policy, now, capacity.EVICT_TO)[0]
+                more, _ = planners.demote_group(group, self.policy, now, capacity.EVICT_TO, keep)
+                actions += more
         return self.apply("evict", actions, now)
 
     def promote_on_read(self, read: Sequence[tuple[TierName, ItemStats]], now: datetime) -> int:
         """Read-through: move the memories just got from L2 whose kind's
         ``promote.on_read`` hits (this read's included) are reached into L1; job
         "promote-on-read". L1 groups this takes over capacity evict at once when
-        their ``on_full`` is evict (else the next demote sees to them). Returns
-        how many moved."""
+        their ``on_full`` is evict, warn when it is warn; a full ``reject`` group
+        takes none (they stay in L2). Returns how many moved."""
         # only what L2 still holds: a job (another thread's) may have moved it since the read
         held = self.backends.l2.locate([s.id for _, s in read])
         read = [(t, s) for t, s in read if s.id in held]  # the planner keeps L2 reads only
         actions = planners.plan_promote_on_read(read, self.policy, now)
         if not actions:
             return 0
-        moved = self.apply("promote-on-read", actions, now).moved
-        kind_of = {s.id: s.kind for _, s in read}
-        into_l1 = [(a.namespace, kind_of[a.id]) for a in actions if a.dst == "l1"]
-        for ns, kind in dict.fromkeys(into_l1):
-            rules = self.policy.for_kind(kind).l1
-            full = rules.capacity is not None and rules.on_full == "evict"
-            if full and self.backends.l1.count(ns, kind) > (rules.capacity or 0):
-                self.evict("l1", ns, kind, now)
+        kinds = {s.id: s.kind for _, s in read}
+        fits, _ = capacity.fit(_dests(actions, kinds), self.policy, self.count)
+        actions = [a for a, ok in zip(actions, fits, strict=True) if ok]
+        moved = self.apply("promote-on-read", actions, now).moved if actions else 0
+        self.settle(_dests(actions, kinds), now)
         return moved
 
     def checkpoint(self) -> None:
@@ -237,6 +271,11 @@ class Lifecycle:
         for ns in sorted(self.backends.l3.namespaces()):
             self.backends.l3.compact_namespace(ns)
         self.backends.l2.checkpoint()  # also compacts L2 segments where worthwhile
+
+
+def _dests(actions: Sequence[Action], kinds: dict[str, str]) -> list[capacity.Group]:
+    """Each move's destination group (tier, namespace, kind), in order."""
+    return [(a.dst or a.src, a.namespace, kinds[a.id]) for a in actions]
 
 
 _MAINTENANCE = {

@@ -17,7 +17,7 @@ its current (not superseded) memories at that tier or hotter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -77,18 +77,27 @@ def _rules(rules: KindPolicy, tier: TierName) -> TierRules:
 
 
 def demote_group(
-    group: Group, policy: Policy, now: datetime, fill: float = 1.0
+    group: Group,
+    policy: Policy,
+    now: datetime,
+    fill: float = 1.0,
+    keep: Collection[str] = (),
 ) -> tuple[list[Action], list[str]]:
     """Demotions of one group, and notes (warnings) about it.
 
     Over capacity, victims are picked until the group is at `fill` of it.
+    Ids in `keep` are left where they are, as if pinned (a user's promotion).
     """
-    moves, notes = demote_moves(group, policy, now, fill)
+    moves, notes = demote_moves(group, policy, now, fill, keep)
     return list(moves), notes
 
 
 def demote_moves(
-    group: Group, policy: Policy, now: datetime, fill: float = 1.0
+    group: Group,
+    policy: Policy,
+    now: datetime,
+    fill: float = 1.0,
+    keep: Collection[str] = (),
 ) -> tuple[Moves, list[str]]:
     """`demote_group`, its actions as columns (`Moves`).
 
@@ -101,6 +110,8 @@ def demote_moves(
     tr, dst = _rules(rules, group.tier), _colder(group.tier)
     cols = StatsColumns.of(group.items)
     eligible = _eligible(cols, _below_pin(dst, rules))
+    if keep:
+        eligible = [i for i in eligible if cols.id[i] not in keep]
     chosen = _by_rule(cols, eligible, tr, group.tier, now)
     notes: list[str] = []
     extra_items, extra_bytes, over = _overflow(cols, tr, chosen, fill)
