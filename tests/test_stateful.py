@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,6 +57,9 @@ kinds:
   semantic:
     l1: {capacity: 3, evict: [lfu], idle: 1d}
 """
+
+
+L1_CAPACITY = {"episodic": 6, "semantic": 3}
 
 
 def vector(seed: int) -> np.ndarray:
@@ -218,14 +222,16 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def housekeeping_job(self, job: str) -> None:
             self._run(job, 0)
 
-        def _run(self, job: str, minutes: int) -> None:
+        def _run(self, job: str, minutes: int) -> tiermem.JobReport:
             """A lifecycle job, some time on: each move or delete it made is in the events."""
             self.now += timedelta(minutes=minutes)
             report = self.mem.run(job)
             assert report.errors == []
-            moved = self._follow()
-            assert moved == report.moved + report.deleted
-            event(f"{job}: {'some' if moved else 'none'}")
+            followed = self._follow()
+            assert followed[job] == report.moved + report.deleted
+            assert set(followed) <= {job, "evict"}  # a promotion over capacity evicts
+            event(f"{job}: {'some' if followed[job] else 'none'}")
+            return report
 
         @rule(id_=consumes(ids))
         def delete(self, id_: str) -> None:
@@ -249,6 +255,18 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         @rule(ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50))
         def search(self, ns: str, seed: int) -> None:
+            self._search(ns, seed)
+
+        @rule(ns=st.sampled_from(NAMESPACES), seed=st.integers(0, 50))
+        def search_then_promote(self, ns: str, seed: int) -> None:
+            """A search's hits make each of its L2/L3 memories due (``hits: 1``), so the
+            promote job moves them all up a tier, and may evict (L1 over capacity)."""
+            hits = self._search(ns, seed)
+            report = self._run("promote", 0)
+            moved = {e["id"] for e in self.mem.events.read() if e["run"] == report.run}
+            assert {h.memory.id for h in hits if h.tier != "l1"} <= moved
+
+        def _search(self, ns: str, seed: int) -> list[tiermem.Hit]:
             hits = self.mem.search(vector(seed), namespace=ns, k=1000, deep=True)
             got = [h.memory.id for h in hits]
             assert len(got) == len(set(got)), "duplicate hits"
@@ -258,6 +276,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             scores = [h.score for h in hits]
             assert scores == sorted(scores, reverse=True)
             # no _follow_read_promotions: a search moves nothing (the invariant checks)
+            return hits
 
         @rule(ns=st.sampled_from(NAMESPACES))
         def cool(self, ns: str) -> None:
@@ -276,11 +295,11 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert (m.namespace, m.tier) == (self.model[i]["ns"], self.model[i]["tier"])
             self._follow()  # a get may promote what it read (``promote.on_read``)
 
-        def _follow(self) -> int:
+        def _follow(self) -> Counter[str]:
             """Take in the moves and deletes logged since the last call, checking each
-            left the tier the model had; returns how many there were."""
+            left the tier the model had; returns how many there were, by job."""
             events = list(self.mem.events.read())
-            n = 0
+            n: Counter[str] = Counter()
             for e in events[self.events_seen :]:
                 m = self.model.get(e["id"])
                 if e["action"] not in ("move", "delete") or m is None:
@@ -290,7 +309,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                     m["tier"] = e["dst"]
                 else:
                     del self.model[e["id"]]
-                n += 1
+                n[e["job"]] += 1
                 event(f"followed: {e['job']} {e['action']}")
             self.events_seen = len(events)
             return n
@@ -329,6 +348,13 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             }
             for id_, _, _, importance in seen:
                 assert abs(importance - float(self.model[id_]["importance"])) < 1e-9  # type: ignore[arg-type]
+
+        @invariant()
+        def l1_within_capacity(self) -> None:
+            """Adds, every kind of promotion and consolidation evict (on_full: evict)."""
+            held = Counter((m.namespace, m.kind) for m in self.mem.scan(tiers=["l1"]))
+            for (ns, kind), n in held.items():
+                assert n <= L1_CAPACITY[kind], f"{ns}/{kind}: {n} in L1"
 
     return EngineMachine
 

@@ -100,16 +100,13 @@ class Lifecycle:
         """Plan `job`, apply the plan in batches, and report."""
         started = time.perf_counter()
         if job == "consolidate":  # its own executor: writes memories, then moves (consolidate.py)
-            cons = consolidate.plan(self.backends, self.policy, now)
-            worker = consolidate_apply.Consolidator(
-                self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events,
-                self.count,
-            )  # fmt: skip
-            report = worker.run(cons, now)
-            into = dict.fromkeys((w.namespace, w.rules.into) for w in cons.work)  # new memories'
-            self.settle([(t, ns, kind) for ns, kind in into for t in ("l1", "l2")], now)
-            report.seconds = time.perf_counter() - started
-            return report
+            report = self._consolidate(now)
+        else:
+            report = self._run_planned(job, now, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _run_planned(self, job: str, now: datetime, progress: Progress | None) -> JobReport:
         kinds: dict[str, str] = {}  # of the promote job's candidates
         actions: Sequence[Action]
         if job == "promote":
@@ -122,14 +119,24 @@ class Lifecycle:
             self._compact()
         report = self.apply(job, actions, now, progress)
         if job == "promote":  # into groups that evict or warn when over capacity
-            self.settle(_dests(actions, kinds), now)
+            notes += self.settle(_dests(actions, kinds), now)
         if job == "demote":
             for tier in ("l1", "l2"):
                 for ns in self.backends.tiers[tier].namespaces():
                     for kind in KINDS:
                         self.passes[(tier, ns, kind)] = now
         report.notes = notes
-        report.seconds = time.perf_counter() - started
+        return report
+
+    def _consolidate(self, now: datetime) -> JobReport:
+        cons = consolidate.plan(self.backends, self.policy, now)
+        worker = consolidate_apply.Consolidator(
+            self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events,
+            self.count,
+        )  # fmt: skip
+        report = worker.run(cons, now)
+        into = dict.fromkeys((w.namespace, w.rules.into) for w in cons.work)  # new memories'
+        report.notes += self.settle([(t, ns, k) for ns, k in into for t in ("l1", "l2")], now)
         return report
 
     def apply(
@@ -217,11 +224,15 @@ class Lifecycle:
 
     def settle(
         self, groups: Iterable[capacity.Group], now: datetime, keep: Collection[str] = ()
-    ) -> None:
+    ) -> list[str]:
         """After moves into `groups`: evict the excess of those now over capacity
-        whose policy evicts (sparing `keep`), warn for those whose policy warns."""
+        whose policy evicts (sparing `keep`), warn for those whose policy warns.
+        Returns a note per group evicted from (the moves are logged as job "evict")."""
+        notes = []
         for tier, ns, kind in capacity.overflowing(dict.fromkeys(groups), self.policy, self.count):
-            self.evict(tier, ns, kind, now, keep)
+            n = self.evict(tier, ns, kind, now, keep).moved
+            notes.append(f"{ns}/{kind} in {tier} went over capacity: evicted {n} (job evict)")
+        return notes
 
     def evict(
         self, tier: TierName, namespace: str, kind: str, now: datetime, keep: Collection[str] = ()
