@@ -365,6 +365,29 @@ def sec_cold(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _memory_use_rows(l2: dict[str, Any], rp: float) -> list[str]:
+    """L2 rows after the searches, and the RSS split into heap and mapped files
+    (runs before either was measured have none)."""
+    rows = []
+    if "rss_growth_queries_per_memory" in l2:
+        grown = l2["rss_growth_queries_per_memory"]
+        after = l2["rss_per_memory"] + grown
+        rows += [
+            f"| L2 | RSS growth over {l2['queries']:,} searches after that (hit log, caches) | "
+            f"{num(grown)} | {grown / rp:.2f} |",
+            f"| L2 | RSS after those searches (at load + growth) | {num(after)} | "
+            f"{after / rp:.2f} |",
+        ]
+    parts = l2.get("rss_parts_per_memory")
+    if parts:
+        rows.append(
+            f"| L2 | of the RSS at load: heap (anonymous) / mapped segment pages (file) | "
+            f"{num(parts['anon_at_load'])} / {num(parts['file_at_load'])} | "
+            f"{parts['anon_at_load'] / rp:.2f} / {parts['file_at_load'] / rp:.2f} |"
+        )
+    return rows
+
+
 def sec_memory(r: dict[str, Any]) -> list[str]:
     raw, l1, l2, l3 = r["raw"], r["l1"], r["l2"], r["l3"]
     rp = raw["per_memory"]
@@ -381,15 +404,7 @@ def sec_memory(r: dict[str, Any]) -> list[str]:
         f"{l1['used_memory_delta_per_memory'] / rp:.2f} |",
         f"| L2 | RSS of a fresh process with every namespace loaded (minus an empty store's) "
         f"| {num(l2['rss_per_memory'])} | {l2['rss_ratio_to_raw']:.2f} |",
-        *(
-            [
-                f"| L2 | RSS growth over {l2['queries']:,} searches after that (hit log, caches) | "
-                f"{num(l2['rss_growth_queries_per_memory'])} | "
-                f"{l2['rss_growth_queries_per_memory'] / rp:.2f} |"
-            ]
-            if "rss_growth_queries_per_memory" in l2
-            else []
-        ),
+        *_memory_use_rows(l2, rp),
         f"| L2 | disk: Arrow segments | {num(l2['disk']['segments'] / r['n'])} | "
         f"{l2['disk']['segments'] / r['n'] / rp:.2f} |",
         f"| L2 | disk: HNSW index files | {num(l2['disk']['index'] / r['n'])} | "
