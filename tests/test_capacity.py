@@ -107,12 +107,14 @@ def test_promote_job_fills_a_reject_group_to_capacity_and_says_what_it_held_back
     for _ in range(2):
         clock.advance(minutes=1)
         mem.get_many(facts)
+    clock.advance(minutes=1)
+    mem.get(facts[1])  # the most hit: promoted first
     plan = mem.plan("promote")
     held = "a/semantic in l1 is full (on_full: reject): 2 promotion(s) held back"
-    assert [a.id for a in plan.actions] == facts[:1] and plan.notes == [held]
+    assert [a.id for a in plan.actions] == facts[1:2] and plan.notes == [held]
     report = mem.run("promote")
     assert report.moved == 1 and report.notes == [held]
-    assert [tiers(mem)[f] for f in facts] == ["l1", "l2", "l2"]
+    assert [tiers(mem)[f] for f in facts] == ["l2", "l1", "l2"]
     assert in_l1(mem, "semantic") == 2
 
 

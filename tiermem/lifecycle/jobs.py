@@ -79,11 +79,13 @@ class Lifecycle:
         raise ValidationError(f"unknown job {job!r}; use one of {', '.join(JOBS)}", field="job")
 
     def _promotions(self, now: datetime) -> tuple[list[Action], list[str], dict[str, str]]:
-        """The promote job's moves that fit their destination (`capacity.fit`), notes
-        on those held back, and each candidate's kind."""
+        """The promote job's moves that fit their destination (`capacity.fit`; where
+        not all fit, the most hit go first), notes on those held back, and each
+        candidate's kind."""
         b = self.backends
         cands = snapshot.promote_candidates(b.l2, b.l3, self.dim, self.hits, now)
-        actions = planners.plan_promote(cands, self.policy, now)
+        hit = {s.id: len(s.recent_hits) for _, s in cands}
+        actions = sorted(planners.plan_promote(cands, self.policy, now), key=lambda a: -hit[a.id])
         kinds = {s.id: s.kind for _, s in cands}
         fits, notes = capacity.fit(_dests(actions, kinds), self.policy, self.count)
         return [a for a, ok in zip(actions, fits, strict=True) if ok], notes, kinds
