@@ -249,8 +249,29 @@ def test_fit_lets_in_the_first_moves_a_reject_group_has_room_for(
 def test_room_places_new_memories_in_the_first_tier_with_room(n: int, l1: int, l2: int) -> None:
     have = {("l1", "a", "semantic"): l1, ("l2", "a", "semantic"): l2}
     room = capacity.Room(ROOMY, lambda *g: have.get(g, 0))
-    placed = [room.place("l1", "a", "semantic") for _ in range(n)]
     in_l1, in_l2 = max(0, 3 - l1), max(0, 2 - l2)
     want = ["l1"] * min(n, in_l1) + ["l2"] * min(max(0, n - in_l1), in_l2)
-    assert placed == want + ["l3"] * (n - len(want))
-    assert sum(room.placed_colder.values()) == n - placed.count("l1")
+    placed = [room.place("l1", "a", "semantic") for _ in want]
+    assert placed == want
+    assert sum(room.placed_colder.values()) == len(want) - placed.count("l1")
+    if len(want) < n:  # never L3: consolidation would not find it there after a crash
+        with pytest.raises(tiermem.CapacityError, match="no room in l1 or l2"):
+            room.place("l1", "a", "semantic")
+
+
+def test_consolidation_with_no_room_in_l1_or_l2_reports_it_and_moves_nothing(
+    open_store: OpenStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "full.yaml"
+    path.write_text(CONSOLIDATING % "reject" + "    l2: {capacity: 1, on_full: reject}\n")
+    mem = open_store(policy=str(path))
+    mem.demote(mem.add("fact 0", namespace="c", kind="semantic").id, to="l2")  # L2 full
+    for i in (1, 2):
+        mem.add(f"fact {i}", namespace="c", kind="semantic")  # L1 full
+    ids = seed_store(mem)
+    before = {m.id: m.tier for m in mem.scan(namespace="c")}
+    report = mem.run("consolidate")
+    assert report.merged == 0 and len(report.errors) == 1
+    assert "c/semantic has no room in l1 or l2 (on_full: reject)" in report.errors[0]
+    assert {m.id: m.tier for m in mem.scan(namespace="c")} == before  # nothing moved or made
+    assert {a.id for a in mem.plan("consolidate").actions} == set(ids["a"] + ids["b"])

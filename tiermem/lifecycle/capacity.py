@@ -143,8 +143,9 @@ def fit(dests: Sequence[Group], policy: Policy, count: Counter) -> tuple[list[bo
 
 class Room:
     """Where a run's new memories fit: a kind's place, or while that is a full
-    ``on_full: reject`` group, the next colder tier (L3 has no capacity).
-    Each group is counted once a run; `placed_colder` counts the fallbacks."""
+    ``on_full: reject`` group, the next colder tier, never L3 (consolidation
+    finds its memories in L1 and L2: one in L3 would be made again after a
+    crash). Each group is counted once a run; `placed_colder` counts the fallbacks."""
 
     def __init__(self, policy: Policy, count: Counter) -> None:
         self.policy, self.count = policy, count
@@ -152,7 +153,8 @@ class Room:
         self.placed_colder: dict[tuple[Group, TierName], int] = {}
 
     def place(self, tier: TierName, namespace: str, kind: str) -> TierName:
-        """The tier a new memory of `kind` meant for `tier` goes to (room taken)."""
+        """The tier a new memory of `kind` meant for `tier` goes to (room taken);
+        `CapacityError` when neither it nor L2 has room."""
         want = tier
         while tier != "l3":
             tr = _rules(self.policy, tier, kind)
@@ -164,6 +166,12 @@ class Room:
             if self.left[group] > 0:
                 self.left[group] -= 1
                 break
+            if tier == "l2":
+                raise CapacityError(
+                    f"{namespace}/{kind} has no room in {want}"
+                    f"{' or l2' if want == 'l1' else ''} (on_full: reject): a consolidated "
+                    "memory cannot be written. Free space (delete, demote) or raise the capacity."
+                )
             tier = TIERS[TIERS.index(tier) + 1]
         if tier != want:
             key = ((want, namespace, kind), tier)
