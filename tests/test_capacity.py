@@ -2,7 +2,8 @@
 `promote`, the promote job and read-through promotion into a full group
 refuse (``on_full: reject``), trim the excess at once (``evict``: never the
 memory a user just promoted) or log it (``warn``). Consolidation's new
-memories trim or warn too, and go colder where a ``reject`` group is full."""
+memories trim or warn too, and go to L2 where a ``reject`` group in L1 is
+full (never to L3: with no room the clusters wait, reported)."""
 
 from __future__ import annotations
 

@@ -109,6 +109,8 @@ class Lifecycle:
         return report
 
     def _run_planned(self, job: str, now: datetime, progress: Progress | None) -> JobReport:
+        """Every job but consolidate: its plan through `apply`; a promote's
+        destinations then held to their capacity (`settle`)."""
         kinds: dict[str, str] = {}  # of the promote job's candidates
         actions: Sequence[Action]
         if job == "promote":
@@ -131,13 +133,15 @@ class Lifecycle:
         return report
 
     def _consolidate(self, now: datetime) -> JobReport:
+        """Consolidate through its own executor, then hold the groups its new
+        memories went to (L1 or L2, `capacity.Room`) to their capacity."""
         cons = consolidate.plan(self.backends, self.policy, now)
         worker = consolidate_apply.Consolidator(
             self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events,
             self.count,
         )  # fmt: skip
         report = worker.run(cons, now)
-        into = dict.fromkeys((w.namespace, w.rules.into) for w in cons.work)  # new memories'
+        into = dict.fromkeys((w.namespace, w.rules.into) for w in cons.work)
         report.notes += self.settle([(t, ns, k) for ns, k in into for t in ("l1", "l2")], now)
         return report
 
