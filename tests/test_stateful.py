@@ -3,7 +3,10 @@
 Random add (some with a time-to-live) / delete / update / move / cool (L1 to L2) /
 get / search / forget / reopen / consolidate / the lifecycle jobs (demote, promote,
 expire, compact, checkpoint, with the clock moved on) across two namespaces,
-under a policy with small capacities, so adds evict and jobs move things.
+under a policy with small capacities, so adds evict and jobs move things; and
+again with L1 refusing what does not fit (``on_full: reject``): adds and a
+user's promotions into a full L1 raise `CapacityError` and change nothing,
+the promote job and read-through hold back, consolidation writes into L2.
 
 The model learns what the engine moved on its own (an eviction, a read-through
 promotion, a job) from the events log, checking each move left the tier the
@@ -26,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -34,6 +38,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     consumes,
     invariant,
+    multiple,
     rule,
     run_state_machine_as_test,
 )
@@ -43,19 +48,19 @@ from tests.conftest import DIM, drop_prefix
 
 NAMESPACES = ("tenant:a", "tenant:b")
 TIERS = ("l1", "l2", "l3")
-# Small capacities, so adds evict (on_full: evict) and the jobs find work; hits: 1 so
-# that a search makes an L2/L3 memory due for the promote job.
+# Small capacities, so adds evict (on_full: evict) or refuse (reject) and the jobs
+# find work; hits: 1 so that a search makes an L2/L3 memory due for the promote job.
 POLICY = """
 version: 1
 kinds:
   episodic:
-    l1: {capacity: 6, evict: [ttl, hyperbolic], idle: 1h, on_full: evict}
+    l1: {capacity: 6, evict: [ttl, hyperbolic], idle: 1h, on_full: %(on_full)s}
     l2: {capacity: 10, evict: [lfu], idle: 1d}
     promote: {hits: 1, window: 1h, on_read: 1}
     consolidate:
       {every: 6h, similarity: 0.85, min_cluster: 3, min_age: 1h, into: semantic, sources_to: l3}
   semantic:
-    l1: {capacity: 3, evict: [lfu], idle: 1d}
+    l1: {capacity: 3, evict: [lfu], idle: 1d, on_full: %(on_full)s}
 """
 
 
@@ -67,7 +72,7 @@ def vector(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
+def make_machine(redis_url: str, on_full: str = "evict") -> type[RuleBasedStateMachine]:
     class EngineMachine(RuleBasedStateMachine):
         ids = Bundle("ids")
 
@@ -75,7 +80,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.dir = Path(tempfile.mkdtemp(prefix="tm-stateful-"))
             self.policy = self.dir.with_name(self.dir.name + "-policy.yaml")
-            self.policy.write_text(POLICY)
+            self.policy.write_text(POLICY % {"on_full": on_full})
             self.prefix = f"tmtest:{uuid.uuid4().hex[:12]}"
             # id -> ns, tier, importance, expires (None or a datetime)
             self.model: dict[str, dict[str, object]] = {}
@@ -113,11 +118,22 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             m = self.model.get(id_)
             return m is not None and (m["expires"] is None or m["expires"] > self.now)  # type: ignore[operator]
 
+        def _refused(self, ns: str, tier: str = "l1", kind: str = "episodic") -> None:
+            """A write refused for want of room: only under reject, and only when full."""
+            assert on_full == "reject", "CapacityError where the policy evicts"
+            held = sum(1 for _ in self.mem.scan(namespace=ns, kinds=[kind], tiers=[tier]))
+            assert held >= L1_CAPACITY[kind] if tier == "l1" else True
+            event("refused: full")
+
         def _to(self, id_: str, tier: str) -> None:
             """A user's move of `id_` to `tier`; the model learns it from the events."""
             src = str(self.model[id_]["tier"])
             if TIERS.index(tier) < TIERS.index(src):
-                self.mem.promote(id_, to=tier)
+                try:
+                    self.mem.promote(id_, to=tier)
+                except tiermem.CapacityError:
+                    self._refused(str(self.model[id_]["ns"]), tier)
+                    tier = src  # nothing moved
             elif tier != src:
                 self.mem.demote(id_, to=tier)
             self._follow()
@@ -129,8 +145,12 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             seed=st.integers(0, 50),
             tier=st.sampled_from(TIERS),
         )
-        def add(self, ns: str, seed: int, tier: str) -> str:
-            m = self.mem.add(f"memory {seed}", namespace=ns, embedding=vector(seed))
+        def add(self, ns: str, seed: int, tier: str) -> object:
+            try:
+                m = self.mem.add(f"memory {seed}", namespace=ns, embedding=vector(seed))
+            except tiermem.CapacityError:
+                self._refused(ns)
+                return multiple()
             self._new(m.id, ns)
             self._follow()  # the add may have evicted (this one too)
             if TIERS.index(tier) > TIERS.index(str(self.model[m.id]["tier"])):
@@ -143,25 +163,34 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             seed=st.integers(0, 50),
             minutes=st.sampled_from([1, 90, 3000]),
         )
-        def add_expiring(self, ns: str, seed: int, minutes: int) -> str:
+        def add_expiring(self, ns: str, seed: int, minutes: int) -> object:
             ttl = timedelta(minutes=minutes)
-            m = self.mem.add(f"short-lived {seed}", namespace=ns, embedding=vector(seed), ttl=ttl)
+            text = f"short-lived {seed}"
+            try:
+                m = self.mem.add(text, namespace=ns, embedding=vector(seed), ttl=ttl)
+            except tiermem.CapacityError:
+                self._refused(ns)
+                return multiple()
             assert m.expires_at == self.now + ttl
             self._new(m.id, ns, self.now + ttl)
             self._follow()
             return m.id
 
         @rule(target=ids, ns=st.sampled_from(NAMESPACES), n=st.integers(1, 12))
-        def add_many(self, ns: str, n: int) -> str:
+        def add_many(self, ns: str, n: int) -> object:
             res = self.mem.add_many(
                 [{"text": f"batch {i}", "embedding": vector(100 + i)} for i in range(n)],
                 namespace=ns,
             )
-            for id_ in res.ids:
-                assert id_ is not None
+            assert all(isinstance(e, tiermem.CapacityError) for e in res.errors.values())
+            if res.errors:
+                self._refused(ns)
+            got = [id_ for id_ in res.ids if id_ is not None]
+            assert len(got) + len(res.errors) == n
+            for id_ in got:
                 self._new(id_, ns)
             self._follow()
-            return str(res.ids[0])
+            return multiple(*got[:1])
 
         @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(200, 203))
         def add_topic(self, ns: str, seed: int) -> str:
@@ -170,11 +199,15 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             got = []
             for i in range(4):
                 v = vector(seed) + 0.01 * vector(1000 + i)
-                m = self.mem.add(f"topic {seed} note {i}", namespace=ns, embedding=v)
+                try:
+                    m = self.mem.add(f"topic {seed} note {i}", namespace=ns, embedding=v)
+                except tiermem.CapacityError:
+                    self._refused(ns)
+                    continue
                 self._new(m.id, ns)
                 got.append(m.id)
             self._follow()
-            return got[0]
+            return multiple(*got[:1])
 
         @rule()
         def consolidate(self) -> None:
@@ -266,7 +299,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             report = self._run("promote", 0)
             moved = {e["id"] for e in self.mem.events.read() if e["run"] == report.run}
             due = {h.memory.id for h in hits if h.tier != "l1" and h.memory.kind == "episodic"}
-            assert due <= moved
+            held_back = [n for n in report.notes if "held back" in n]
+            assert due <= moved or held_back
+            assert not held_back or on_full == "reject"
+            event(f"promote held back: {bool(held_back)}")
 
         def _search(self, ns: str, seed: int) -> list[tiermem.Hit]:
             hits = self.mem.search(vector(seed), namespace=ns, k=1000, deep=True)
@@ -353,7 +389,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         @invariant()
         def l1_within_capacity(self) -> None:
-            """Adds, every kind of promotion and consolidation evict (on_full: evict)."""
+            """Adds, every kind of promotion and consolidation evict (on_full: evict) or
+            are refused or held back (reject): L1 is never over capacity."""
             held = Counter((m.namespace, m.kind) for m in self.mem.scan(tiers=["l1"]))
             for (ns, kind), n in held.items():
                 assert n <= L1_CAPACITY[kind], f"{ns}/{kind}: {n} in L1"
@@ -361,9 +398,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
     return EngineMachine
 
 
-def test_engine_matches_model(redis_url: str) -> None:
+@pytest.mark.parametrize("on_full", ["evict", "reject"])
+def test_engine_matches_model(redis_url: str, on_full: str) -> None:
     run_state_machine_as_test(
-        make_machine(redis_url),
+        make_machine(redis_url, on_full),
         settings=settings(
             max_examples=25,
             stateful_step_count=25,
