@@ -120,19 +120,11 @@ def fit(dests: Sequence[Group], policy: Policy, count: Counter) -> tuple[list[bo
     ``on_full: reject`` group only as many as it has room for, the first ones;
     any other move fits (`overflowing` sees to it after). Notes say what was
     held back. Only ``reject`` groups are counted."""
-    room: dict[Group, int] = {}
+    room = Room(policy, count)
+    fits = [room.take(group) for group in dests]
     held: dict[Group, int] = {}
-    fits: list[bool] = []
-    for group in dests:
-        tr = _rules(policy, group[0], group[2])
-        if tr is None or tr.capacity is None or tr.on_full != "reject":
-            fits.append(True)
-            continue
-        if group not in room:
-            room[group] = tr.capacity - count(*group)
-        fits.append(room[group] > 0)
-        room[group] -= 1
-        if not fits[-1]:
+    for group, ok in zip(dests, fits, strict=True):
+        if not ok:
             held[group] = held.get(group, 0) + 1
     notes = [
         f"{ns}/{kind} in {tier} is full (on_full: reject): {n} promotion(s) held back"
@@ -142,30 +134,35 @@ def fit(dests: Sequence[Group], policy: Policy, count: Counter) -> tuple[list[bo
 
 
 class Room:
-    """Where a run's new memories fit: a kind's place, or while that is a full
-    ``on_full: reject`` group, the next colder tier, never L3 (consolidation
-    finds its memories in L1 and L2: one in L3 would be made again after a
-    crash). Each group is counted once a run; `placed_colder` counts the fallbacks."""
+    """Room left in ``on_full: reject`` groups over one run, each group counted
+    once (`take`); and where a run's new memories go (`place`): a kind's place,
+    or while that is full, the next colder tier, never L3 (consolidation finds
+    its memories in L1 and L2: one in L3 would be made again after a crash).
+    `placed_colder` counts the fallbacks."""
 
     def __init__(self, policy: Policy, count: Counter) -> None:
         self.policy, self.count = policy, count
         self.left: dict[Group, int] = {}
         self.placed_colder: dict[tuple[Group, TierName], int] = {}
 
+    def take(self, group: Group) -> bool:
+        """Whether one more memory fits in `group` (then its room is taken); always
+        where the group's policy does not reject."""
+        tr = _rules(self.policy, group[0], group[2])
+        if tr is None or tr.capacity is None or tr.on_full != "reject":
+            return True
+        if group not in self.left:
+            self.left[group] = tr.capacity - self.count(*group)
+        if self.left[group] <= 0:
+            return False
+        self.left[group] -= 1
+        return True
+
     def place(self, tier: TierName, namespace: str, kind: str) -> TierName:
         """The tier a new memory of `kind` meant for `tier` goes to (room taken);
         `CapacityError` when neither it nor L2 has room."""
         want = tier
-        while tier != "l3":
-            tr = _rules(self.policy, tier, kind)
-            if tr is None or tr.capacity is None or tr.on_full != "reject":
-                break
-            group = (tier, namespace, kind)
-            if group not in self.left:
-                self.left[group] = tr.capacity - self.count(*group)
-            if self.left[group] > 0:
-                self.left[group] -= 1
-                break
+        while tier != "l3" and not self.take((tier, namespace, kind)):
             if tier == "l2":
                 raise CapacityError(
                     f"{namespace}/{kind} has no room in {want}"
