@@ -335,24 +335,52 @@ def test_kill_during_consolidation_converges(
     run_until_killed(CHILD, str(path), redis_url, prefix, point, chunk)
     acked = json.loads((path / "acked.json").read_text())
     mem = open_store(path)
-
-    def check() -> tuple[list[tiermem.Memory], list[tiermem.Memory]]:
-        every = list(mem.scan(namespace="c"))
-        eps = [m for m in every if m.kind == "episodic"]
-        sem = [m for m in every if m.kind == "semantic"]
-        assert sorted(m.id for m in eps) == sorted(acked), "episode lost or duplicated"
-        covered = [i for m in sem for i in m.source_ids]
-        assert len(covered) == len(set(covered)), "an episode in two semantic memories"
-        for m in sem:  # never half-made: complete row, a whole cluster of real episodes
-            assert len(m.source_ids) == 4 and set(m.source_ids) <= set(acked)
-            assert "(from 4 episodes" in m.text and abs(np.linalg.norm(m.embedding) - 1) < 1e-4
-        return eps, sem
-
-    check()
+    check(mem, acked)
     assert not Journal(path / "moves").pending(), "journal not cleared by recovery"
+    converges(mem, acked)
+
+
+@pytest.mark.slow
+def test_a_crashed_runs_memory_gone_cold_is_still_finished(
+    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore
+) -> None:
+    """Killed after writing the semantic memories, which then go cold (a demote)
+    before the re-run: the re-run finds them in L3 and finishes them, not a second set."""
+    path = tmp_path / "store"
+    path.mkdir()
+    run_until_killed(CHILD, str(path), redis_url, prefix, "consolidate.written", "1000")
+    acked = json.loads((path / "acked.json").read_text())
+    mem = open_store(path)
+    _, sem = check(mem, acked)
+    assert len(sem) == 3
+    for m in sem:
+        mem.demote(m.id, to="l3")
+    converges(mem, acked)
+    assert {m.tier for m in check(mem, acked)[1]} == {"l3"}
+
+
+Memories = list[tiermem.Memory]
+
+
+def check(mem: tiermem.Engine, acked: list[str]) -> tuple[Memories, Memories]:
+    """No episode lost or doubled, none in two semantic memories, none half-made."""
+    every = list(mem.scan(namespace="c"))
+    eps = [m for m in every if m.kind == "episodic"]
+    sem = [m for m in every if m.kind == "semantic"]
+    assert sorted(m.id for m in eps) == sorted(acked), "episode lost or duplicated"
+    covered = [i for m in sem for i in m.source_ids]
+    assert len(covered) == len(set(covered)), "an episode in two semantic memories"
+    for m in sem:  # never half-made: complete row, a whole cluster of real episodes
+        assert len(m.source_ids) == 4 and set(m.source_ids) <= set(acked)
+        assert "(from 4 episodes" in m.text and abs(np.linalg.norm(m.embedding) - 1) < 1e-4
+    return eps, sem
+
+
+def converges(mem: tiermem.Engine, acked: list[str]) -> None:
+    """A re-run finishes the crashed one: three clusters, sources marked and cold."""
     report = mem.run("consolidate")
     assert report.errors == []
-    eps, sem = check()
+    eps, sem = check(mem, acked)
     assert len(sem) == 3
     clusters = sorted(sorted(m.source_ids) for m in sem)
     assert clusters == sorted(sorted(acked[4 * c : 4 * c + 4]) for c in range(3))
@@ -362,7 +390,7 @@ def test_kill_during_consolidation_converges(
             assert by_id[i].tier == "l3" and by_id[i].metadata["consolidated_into"] == m.id
     assert all(by_id[i].tier == "l1" for i in acked[12:])
     again = mem.run("consolidate")  # converged: nothing more to do
-    assert (again.merged, again.moved) == (0, 0) and len(check()[1]) == 3
+    assert (again.merged, again.moved) == (0, 0) and len(check(mem, acked)[1]) == 3
 
 
 def test_sources_of_many_clusters_move_together(mem: tiermem.Engine) -> None:
@@ -379,3 +407,27 @@ def test_sources_of_many_clusters_move_together(mem: tiermem.Engine) -> None:
     assert len(mem.backends.l3._manifest.data) == 1
     lines = mem.events.path.read_bytes()[events_before:].decode().splitlines()
     assert len(lines) == 18 and len({json.loads(x)["run"] for x in lines}) == 1
+
+
+def test_new_episodes_grow_a_consolidated_memory_gone_cold(
+    mem: tiermem.Engine, clock: FakeClock
+) -> None:
+    """A consolidated memory demoted to L3 (idle, e.g. `l2.idle`) still takes the
+    episodes that reach it: grown in place in L3, not duplicated by a new one."""
+    ids = seed_store(mem)
+    mem.run("consolidate")
+    _, sa = semantic(mem)
+    mem.demote(sa.id, to="l3")
+    clock.now += timedelta(hours=2)
+    late = add(mem, "coffee with Ann once more", near(unit(1), 0.15, 60), 1.5)
+    plan = mem.plan("consolidate")
+    assert {a.id for a in plan.actions} == {*ids["young"], late}
+    assert all(f"joins consolidated memory {sa.id}" in a.reason for a in plan.actions)
+    report = mem.run("consolidate")
+    assert (report.merged, report.errors) == (3, [])
+    got = mem.get(sa.id)
+    assert got.tier == "l3" and got.version == 2
+    assert set(got.source_ids) == {*ids["a"], *ids["young"], late}
+    assert len(semantic(mem)) == 2  # grown, not a new one
+    assert mem.get(late).metadata["consolidated_into"] == sa.id
+    assert mem.plan("consolidate").actions == []  # converged

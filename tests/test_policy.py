@@ -228,13 +228,6 @@ BAD_POLICIES = [
         "expected a tier no colder than pin (l1), got l2",
     ),
     (
-        "consolidate into a kind placed in l3",
-        "version: 1\nkinds:\n  episodic:\n    consolidate: {into: semantic}\n"
-        "  semantic: {place: l3}\n",
-        "kinds.episodic.consolidate.into",
-        "semantic is placed in l3, where consolidation cannot find the memories it made",
-    ),
-    (
         "bad on_full",
         "version: 1\nkinds:\n  episodic:\n    l1: {on_full: drop}\n",
         "kinds.episodic.l1.on_full",

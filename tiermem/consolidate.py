@@ -1,8 +1,10 @@
 """Consolidation: similar old episodes of a namespace become one semantic memory.
 
 For each kind whose policy has ``consolidate:`` (episodic by default), per
-namespace, over L1 and L2 (L3 holds what is already cold, usually what was
-consolidated before):
+namespace, over its memories in L1 and L2 and its consolidated memories
+(kind ``into``, with ``source_ids``) in L3: the episodes consolidated before
+are in L3 and stay out of the plan, while a consolidated memory gone cold
+can still grow, and finish a crashed run (step 1):
 
 1. **finish**: episodes already listed in the ``source_ids`` of a current
    consolidated memory (one with ``source_ids``), or marked
@@ -57,24 +59,27 @@ episode consolidated twice. A crash inside (c) is the Mover's: its journal
 is replayed on open and every row stays in exactly one tier; where both
 copies survived, recovery keeps the hotter, unmarked one (equal
 versions), which step 1 then finishes. Episodes are never deleted, only
-moved, so none is lost. (Step 1 reads consolidated memories in L1/L2
-only: a run that crashed after (a) is assumed to be re-run before its new
-memory is demoted.)
+moved, so none is lost. Step 1 finds the consolidated memories in L3 as
+well, so a memory written in (a) and demoted before the re-run still
+covers its sources. A grown version replaces its row in the tier it is in
+(in L3 too: one manifest commit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 import numpy as np
+import pyarrow as pa
 
 from tiermem import schema
 from tiermem.backends import Backends
 from tiermem.lifecycle.planned import EventRow, LazyActions, action
 from tiermem.lifecycle.policy import ConsolidateRules, Policy
-from tiermem.model import KINDS, Action, Memory
+from tiermem.model import KINDS, Action, Memory, TierName
 from tiermem.moves import winner
 from tiermem.summarize import (
     CallableSummarizer,
@@ -162,31 +167,39 @@ def centroid(memories: Sequence[Memory]) -> np.ndarray:
     return _unit(mean)
 
 
-def _rows(backends: Backends, namespace: str) -> list[Memory]:
-    """One copy of each memory of `namespace` in L1 and L2 (newest version, then hotter)."""
+def _rows(backends: Backends, namespace: str, into: Collection[str]) -> list[Memory]:
+    """One copy of each memory of `namespace` in L1 and L2, and of its consolidated
+    memories of the `into` kinds in L3 (they may still grow, and a crashed run's
+    memory may have gone cold since); newest version, then hotter, wins."""
+    hot_warm: tuple[TierName, ...] = ("l1", "l2")
+    tables: Iterator[tuple[TierName, pa.Table]] = chain(
+        ((tier, t) for tier in hot_warm for t in backends.tiers[tier].scan(namespace)),
+        (("l3", backends.l3.consolidated(namespace, kind)) for kind in sorted(into)),
+    )
     best: dict[str, Memory] = {}
-    for tier in ("l1", "l2"):
-        for table in backends.tiers[tier].scan(namespace):
-            for m in schema.to_memories(table, tier):
-                old = best.get(m.id)
-                if old is None or winner((old.tier, old.version), (m.tier, m.version)) == (
-                    m.tier,
-                    m.version,
-                ):
-                    best[m.id] = m
+    for tier, table in tables:
+        for m in schema.to_memories(table, tier):
+            old = best.get(m.id)
+            if old is None or winner((old.tier, old.version), (m.tier, m.version)) == (
+                m.tier,
+                m.version,
+            ):
+                best[m.id] = m
     return sorted(best.values(), key=lambda m: (m.created_at, m.id))
 
 
 def plan(backends: Backends, policy: Policy, now: datetime) -> Consolidation:
-    """What consolidation would do at `now` (reads L1/L2; changes nothing)."""
+    """What consolidation would do at `now` (reads L1/L2 and L3's consolidated
+    memories; changes nothing)."""
     out = Consolidation()
     ruled = [(k, r) for k in KINDS if (r := policy.for_kind(k).consolidate) is not None]
     if not ruled:
         out.notes.append("consolidation is off for every kind in this policy")
         return out
     namespaces = sorted(backends.l1.namespaces() | backends.l2.namespaces())
+    into = {rules.into for _, rules in ruled}
     for ns in namespaces:
-        rows = _rows(backends, ns)
+        rows = _rows(backends, ns, into)
         for kind, rules in ruled:
             out.work += _plan_group(ns, kind, rules, rows, now)
     return out

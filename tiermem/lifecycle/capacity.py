@@ -136,8 +136,7 @@ def fit(dests: Sequence[Group], policy: Policy, count: Counter) -> tuple[list[bo
 class Room:
     """Room left in ``on_full: reject`` groups over one run, each group counted
     once (`take`); and where a run's new memories go (`place`): a kind's place,
-    or while that is full, the next colder tier, never L3 (consolidation finds
-    its memories in L1 and L2: one in L3 would be made again after a crash).
+    or while that is full, the next colder tier with room (L3 has no capacity).
     `placed_colder` counts the fallbacks."""
 
     def __init__(self, policy: Policy, count: Counter) -> None:
@@ -159,16 +158,9 @@ class Room:
         return True
 
     def place(self, tier: TierName, namespace: str, kind: str) -> TierName:
-        """The tier a new memory of `kind` meant for `tier` goes to (room taken);
-        `CapacityError` when neither it nor L2 has room."""
+        """The tier a new memory of `kind` meant for `tier` goes to (room taken)."""
         want = tier
         while tier != "l3" and not self.take((tier, namespace, kind)):
-            if tier == "l2":
-                raise CapacityError(
-                    f"{namespace}/{kind} has no room in {want}"
-                    f"{' or l2' if want == 'l1' else ''} (on_full: reject): a consolidated "
-                    "memory cannot be written. Free space (delete, demote) or raise the capacity."
-                )
             tier = TIERS[TIERS.index(tier) + 1]
         if tier != want:
             key = ((want, namespace, kind), tier)

@@ -133,8 +133,8 @@ class Lifecycle:
         return report
 
     def _consolidate(self, now: datetime) -> JobReport:
-        """Consolidate through its own executor, then hold the groups its new
-        memories went to (L1 or L2, `capacity.Room`) to their capacity."""
+        """Consolidate through its own executor, then hold the L1 and L2 groups its
+        new memories went to (`capacity.Room`; L3 has no capacity) to their capacity."""
         cons = consolidate.plan(self.backends, self.policy, now)
         worker = consolidate_apply.Consolidator(
             self.backends, self.mover, self.policy, self.summarizer, self.dim, self.events,

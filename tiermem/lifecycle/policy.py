@@ -123,7 +123,6 @@ class Policy(Section):
             where = f"kinds.{kind}." if kind in self.kinds else "defaults."
             check_pin(merged, where)
             effective[kind] = merged
-        _check_into(effective, self.kinds)
         self._effective = effective
         self._on_read = any(bool(r.promote and r.promote.on_read) for r in effective.values())
         return self
@@ -286,17 +285,3 @@ def load_policy(name_or_path: str | Path) -> Policy:
         )
     path = resolve_policy(name_or_path)
     return validate_policy(_read(path), name=path.stem, source=path)
-
-
-def _check_into(effective: dict[Kind, KindPolicy], written: dict[Kind, KindPolicy]) -> None:
-    """ValueError if a kind consolidates into a kind placed in L3: the consolidate
-    job finds the memories it made in L1 and L2 only (a re-run after a crash
-    would make them again)."""
-    for kind, rules in effective.items():
-        into = rules.consolidate.into if rules.consolidate is not None else None
-        if into is not None and effective[into].place == "l3":
-            where = f"kinds.{kind}." if kind in written else "defaults."
-            raise ValueError(
-                f"{where}consolidate.into: {into} is placed in l3, where consolidation "
-                f"cannot find the memories it made; place {into} in l1 or l2"
-            )

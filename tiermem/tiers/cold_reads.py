@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import duckdb
 import numpy as np
@@ -176,6 +176,28 @@ class ColdReads:
             f"SELECT {', '.join(names)} FROM read_parquet(?, filename=true) AS t WHERE {not_dead()}"
         )
         return self._run(sql, [files])
+
+    def consolidated(self, namespace: str, kind: str) -> pa.Table:
+        """Live rows of `namespace` of `kind` that consolidation made (non-empty
+        `source_ids`) and nothing superseded, with current access stats: the
+        memories of a namespace gone cold that a consolidate plan may still grow.
+
+        Filtered in DuckDB: a namespace's L3 is mostly the episodes consolidated
+        before, and only these few rows are read whole.
+        """
+        parts, layouts = [], get_args(VectorLayout)
+        with self.connection_lock:
+            for layout in layouts:
+                files = [str(p) for p in self.files(namespace, layout)]
+                if not files:
+                    continue
+                sql = (
+                    f"SELECT {self._select(layout)}, filename "
+                    f"FROM read_parquet(?, filename=true) AS t WHERE kind = ? "
+                    f"AND superseded_by IS NULL AND len(source_ids) > 0 AND {not_dead()}"
+                )
+                parts.append(decode_embedding(self._run(sql, [files, kind]), self.dim))
+            return self._finish(pa.concat_tables(parts)) if parts else self._schema.empty_table()
 
     def _fetch(self, ids: Sequence[str], columns: str | None = None) -> pa.Table:
         """Live rows of `ids` (pruned by manifest id ranges), with a `filename` column;
