@@ -431,3 +431,69 @@ def test_new_episodes_grow_a_consolidated_memory_gone_cold(
     assert len(semantic(mem)) == 2  # grown, not a new one
     assert mem.get(late).metadata["consolidated_into"] == sa.id
     assert mem.plan("consolidate").actions == []  # converged
+
+
+GROW_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from datetime import UTC, datetime, timedelta
+    import numpy as np, tiermem
+    path, url, prefix, point, where = sys.argv[1:6]
+    mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
+                       **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim}}})
+    def unit(seed, eps=0.0, s2=0):
+        v = np.random.default_rng(seed).standard_normal({dim}).astype(np.float32)
+        v /= np.linalg.norm(v)
+        if eps:
+            n = np.random.default_rng(s2).standard_normal({dim}).astype(np.float32)
+            n -= (n @ v) * v
+            v = v + eps * n / np.linalg.norm(n)
+        return v / np.linalg.norm(v)
+    old = datetime.now(UTC) - timedelta(days=1)
+    def episodes(first, n):
+        return [mem.add(f"cluster {{c}} item {{i}}", namespace="c",
+                        embedding=unit(c, 0.15, 100 * c + i), created_at=old).id
+                for c in range(3) for i in range(first, first + n)]
+    ids = episodes(0, 4)
+    mem.run("consolidate")  # three semantic memories of 4 episodes each
+    for m in mem.scan(namespace="c", kinds=["semantic"]):
+        if where != "l1":
+            mem.demote(m.id, to=where)
+    ids += episodes(4, 2)  # two more a cluster: each memory grows
+    with open(path + "/acked.json", "w") as fh:
+        json.dump(ids, fh)
+    os.environ["TIERMEM_FAILPOINT"] = point
+    mem.run("consolidate")
+    print("finished without crashing", flush=True)
+    """
+).format(dim=DIM)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["l1", "l3"])
+@pytest.mark.parametrize("point", CONSOLIDATE_STEPS)
+def test_kill_while_growing_converges(
+    tmp_path: Path, redis_url: str, prefix: str, open_store: OpenStore, point: str, where: str
+) -> None:
+    """Killed while three memories (in L1, or gone cold to L3) grow by two episodes
+    each: nothing lost, no episode in two memories, and the re-run finishes the
+    growth (6 sources each, one version more) instead of making new memories."""
+    path = tmp_path / "store"
+    path.mkdir()
+    run_until_killed(GROW_CHILD, str(path), redis_url, prefix, point, where)
+    acked = json.loads((path / "acked.json").read_text())
+    mem = open_store(path)
+    report = mem.run("consolidate")
+    assert report.errors == []
+    every = list(mem.scan(namespace="c"))
+    eps = {m.id: m for m in every if m.kind == "episodic"}
+    sem = [m for m in every if m.kind == "semantic"]
+    assert sorted(eps) == sorted(acked), "episode lost or duplicated"
+    assert len(sem) == 3 and {m.tier for m in sem} == {where}
+    for c, m in enumerate(sorted(sem, key=lambda m: m.text)):
+        want = [acked[4 * c + i] for i in range(4)] + [acked[12 + 2 * c + i] for i in range(2)]
+        assert sorted(m.source_ids) == sorted(want) and m.version == 2
+        assert "(from 6 episodes" in m.text
+        for i in want:
+            assert eps[i].tier == "l3" and eps[i].metadata["consolidated_into"] == m.id
+    assert mem.plan("consolidate").actions == []

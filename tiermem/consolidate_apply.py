@@ -93,14 +93,15 @@ class Consolidator:
 
     def _write_all(self, chunk: list[Work], now: datetime, room: capacity.Room) -> list[str]:
         """Step (a) for a chunk of units: each one's consolidated memory, durable
-        (the new ones in one put per tier: each row is written whole or not at
-        all, which is all the crash order needs); returns their ids. A new
+        (grown and new ones in one put per tier each: each row is written whole
+        or not at all, which is all the crash order needs); returns their ids. A new
         memory goes to its kind's place, or colder where that is full (`room`)."""
+        self._grow_all([w for w in chunk if w.op == "grow"], now)
         targets: list[str | None] = []
         placed: list[TierName] = []
         new: dict[TierName, _NewRows] = {}
         for w in chunk:
-            target = self._write(w, now)
+            target = _target(w)
             tier = self.policy.for_kind(w.rules.into).place
             if target is None:  # a new memory: its row is built with the others of its tier
                 tier = room.place(tier, w.namespace, w.rules.into)
@@ -134,30 +135,34 @@ class Consolidator:
             self.backends.tiers[tier].put(schema.from_memories(self.dim, marked))
         failpoint("consolidate.marked")
 
-    def _write(self, w: Work, now: datetime) -> str | None:
-        """Step (a) of one unit: its memory's id; None for a new memory, whose row
-        the caller builds and puts (`_new_item`). A grown version is put here (it
-        replaces a row in place)."""
-        if w.op == "finish":
-            assert w.sources
-            into = w.sources[0].metadata.get(CONSOLIDATED_INTO)
-            return str(into) if into is not None else (w.target.id if w.target else "")
-        if w.op == "new":
-            return None
-        assert w.target is not None
-        old, ids = w.target, {s.id for s in w.sources}
-        known = self._fetch([i for i in old.source_ids if i not in ids])
-        sources = sorted([*known, *w.sources], key=lambda m: (m.created_at, m.id))
-        changes = {
-            "text": self._summary(sources),
-            "embedding": centroid(sources),
-            "source_ids": list(dict.fromkeys([*old.source_ids, *(m.id for m in sources)])),
-            "importance": max(old.importance, *(m.importance for m in sources)),
-            "metadata": {**old.metadata, **_span(sources)},
-        }
-        new = records.edited(old, changes, now, bump=True)
-        self.backends.tiers[old.tier].put(schema.from_memories(self.dim, [new]))
-        return new.id
+    def _grow_all(self, grows: list[Work], now: datetime) -> None:
+        """Step (a) for a chunk's grown memories: each one's new version (text,
+        embedding and importance from all its sources) replaces its row in the
+        tier it is in, one put per tier, the known sources read in one go (a
+        read per grown memory cost ~35 ms where its sources were in L3)."""
+        sources: dict[str, list[Memory]] = {}  # target id -> its new sources
+        olds: dict[str, Memory] = {}
+        for w in grows:  # two kinds may grow one memory in a run: one new version
+            assert w.target is not None
+            olds[w.target.id] = w.target
+            sources.setdefault(w.target.id, []).extend(w.sources)
+        new_ids = {m.id for ms in sources.values() for m in ms}
+        wanted = [i for old in olds.values() for i in old.source_ids if i not in new_ids]
+        known = {m.id: m for m in self._fetch(wanted)}
+        by_tier: dict[TierName, list[Memory]] = {}
+        for tid, old in olds.items():
+            mine = [known[i] for i in old.source_ids if i in known and i not in new_ids]
+            every = sorted([*mine, *sources[tid]], key=lambda m: (m.created_at, m.id))
+            changes = {
+                "text": self._summary(every),
+                "embedding": centroid(every),
+                "source_ids": list(dict.fromkeys([*old.source_ids, *(m.id for m in every)])),
+                "importance": max(old.importance, *(m.importance for m in every)),
+                "metadata": {**old.metadata, **_span(every)},
+            }
+            by_tier.setdefault(old.tier, []).append(records.edited(old, changes, now, bump=True))
+        for tier, rows in by_tier.items():
+            self.backends.tiers[tier].put(schema.from_memories(self.dim, rows))
 
     def _new_item(self, w: Work) -> MemoryIn:
         """The consolidated memory of a new cluster (module doc, step 5)."""
@@ -207,6 +212,18 @@ class Consolidator:
                 report.errors.append(f"{type(exc).__name__}: {exc}")
                 log.error("consolidate: moving %d sources %s -> %s: %s", len(ms), src, dst, exc)
         return bool(batches)
+
+
+def _target(w: Work) -> str | None:
+    """The id of a unit's consolidated memory; None for a new one (not made yet)."""
+    if w.op == "finish":
+        assert w.sources
+        into = w.sources[0].metadata.get(CONSOLIDATED_INTO)
+        return str(into) if into is not None else (w.target.id if w.target else "")
+    if w.op == "new":
+        return None
+    assert w.target is not None
+    return w.target.id
 
 
 def _span(sources: Sequence[Memory]) -> dict[str, Any]:
