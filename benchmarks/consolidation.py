@@ -15,6 +15,12 @@ needs) and a zstd Parquet write of its rows, fsynced (where the episodes
 go). It leaves out reading L1, clustering itself, summarising and the
 semantic memories' writes, so it is an upper bound, not a target.
 
+Then growth: one more episode a topic (its first episode plus the same
+noise again) is added, the clock moves 2 h, and a second `run("consolidate")`
+is timed: each joins its topic's semantic memory, which gets a new version
+re-summarised and re-averaged from all its sources (most of them in L3 by
+then). Its limit is the same raw work on the new episodes.
+
     python -m benchmarks run lifecycle [--quick]   # N 100,000 (quick: 2,000)
 """
 
@@ -34,8 +40,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from usearch.index import Index
 
-from benchmarks.lifecycle import drop_keys, filled_store
+import tiermem
+from benchmarks.lifecycle import Clock, drop_keys, filled_store
 from tiermem import schema
+from tiermem.model import JobReport
 
 TOPIC = 10  # episodes per topic: each topic becomes one semantic memory
 NOISE = 0.015  # per-dimension std of an episode around its topic's centre
@@ -69,6 +77,27 @@ def episodes(n: int, namespaces: int, dim: int, seed: int = 1) -> list[dict[str,
     ]
 
 
+def joiners(items: list[dict[str, Any]], seed: int = 2) -> list[dict[str, Any]]:
+    """One new episode a topic: its first episode's vector plus `NOISE`, re-normalised."""
+    rng = np.random.default_rng(seed)
+    first = items[::TOPIC]
+    vecs = np.stack([it["embedding"] for it in first])
+    vecs = vecs + rng.standard_normal(vecs.shape).astype(np.float32) * NOISE
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [
+        {"text": f"again: {it['text']}", "namespace": it["namespace"], "embedding": v}
+        for it, v in zip(first, vecs, strict=True)
+    ]
+
+
+def timed_run(mem: tiermem.Engine, clock: Clock) -> tuple[float, JobReport]:
+    """Seconds and report of one `run("consolidate")`, 2 h after the adds."""
+    clock.now += timedelta(hours=2)
+    t0 = time.perf_counter()
+    report = mem.run("consolidate")
+    return time.perf_counter() - t0, report
+
+
 def limit(table: pa.Table, root: Path) -> float:
     """Seconds for usearch add + a zstd Parquet write (fsynced), per namespace."""
     root.mkdir(parents=True, exist_ok=True)
@@ -91,14 +120,19 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
     try:
         items = episodes(n, namespaces, dim)
         mem, clock, table = filled_store(tmp, POLICY, items, url, prefix, dim)
-        clock.now += timedelta(hours=2)
-        t0 = time.perf_counter()
-        report = mem.run("consolidate")
-        seconds = time.perf_counter() - t0
+        seconds, report = timed_run(mem, clock)
         stats = mem.stats()
         created = sum(1 for _ in mem.scan(kinds=["semantic"]))
+        more = joiners(items)
+        for start in range(0, len(more), 1000):
+            mem.add_many(more[start : start + 1000])
+        new = schema.concat(mem.backends.l1.scan(), dim)
+        new = new.filter(pa.compute.equal(new["kind"], "episodic"))
+        grow_s, grow = timed_run(mem, clock)
+        grown = sum(1 for m in mem.scan(kinds=["semantic"]) if m.version > 1)
         mem.close()
         lim = limit(table, tmp / "raw")
+        grow_lim = limit(new, tmp / "raw-grow")
     finally:
         drop_keys(url, prefix)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,4 +147,14 @@ def measure(n: int, namespaces: int, dim: int, url: str) -> dict[str, Any]:
         "per_s": report.moved / seconds,
         "limit_per_s": n / lim,
         "ratio": (report.moved / seconds) / (n / lim),
+        "grow": {
+            "episodes": len(more),
+            "merged": grow.merged,
+            "grown": grown,
+            "errors": grow.errors,
+            "seconds": grow_s,
+            "per_s": grow.merged / grow_s,
+            "limit_per_s": len(more) / grow_lim,
+            "ratio": (grow.merged / grow_s) / (len(more) / grow_lim),
+        },
     }

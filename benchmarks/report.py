@@ -313,7 +313,8 @@ def sec_lifecycle(r: dict[str, Any]) -> list[str]:
     lines = [
         f'`run("demote")` over N={r["n"]:,} memories, {r["namespaces"]} namespaces '
         '(benchmarks/lifecycle.py); `run("consolidate")` over as many episodes in topics '
-        "of 10, on a store of its own (benchmarks/consolidation.py).",
+        "of 10, on a store of its own, then once more after one new episode a topic "
+        "(each joins its topic's semantic memory, which grows) (benchmarks/consolidation.py).",
         "",
         "| move | tiermem mem/s | limit | limit mem/s | ratio |",
         "|---|---:|---|---:|---:|",
@@ -337,6 +338,13 @@ def sec_lifecycle(r: dict[str, Any]) -> list[str]:
             f"| consolidate ({num(c['consolidated'])} episodes -> "
             f"{num(c['semantic_created'])} semantic) | {num(c['per_s'])} | "
             f"usearch add + zstd Parquet write | {num(c['limit_per_s'])} | {c['ratio']:.2f} |"
+        )
+    g = c.get("grow") if c else None
+    if g:  # a second run: one more episode a topic joins its semantic memory
+        lines.append(
+            f"| consolidate, growth ({num(g['merged'])} new episodes -> {num(g['grown'])} "
+            f"semantic memories grown) | {num(g['per_s'])} | usearch add + zstd Parquet write "
+            f"| {num(g['limit_per_s'])} | {g['ratio']:.2f} |"
         )
     return lines
 

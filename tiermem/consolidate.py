@@ -71,6 +71,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -161,7 +162,23 @@ def _unit(mat: np.ndarray) -> np.ndarray:
     return out
 
 
-def centroid(memories: Sequence[Memory]) -> np.ndarray:
+class Source(Protocol):
+    """What making or growing a consolidated memory reads of a source: a `Memory`,
+    or a lighter row (`consolidate_apply.KnownSource`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def embedding(self) -> np.ndarray: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def importance(self) -> float: ...
+
+
+def centroid(memories: Sequence[Source]) -> np.ndarray:
     """The normalised mean of the memories' embeddings."""
     mean = np.mean(np.stack([np.asarray(m.embedding, np.float32) for m in memories]), axis=0)
     return _unit(mean)

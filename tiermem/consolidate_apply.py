@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,12 +28,14 @@ from tiermem.consolidate import (
     MAX_SUMMARY_CHARS,
     Consolidation,
     Merges,
+    Source,
     Work,
     centroid,
 )
 from tiermem.errors import TierMemError
 from tiermem.events import EventLog
 from tiermem.failpoints import failpoint
+from tiermem.ids import from_us
 from tiermem.lifecycle import capacity
 from tiermem.lifecycle.policy import Policy
 from tiermem.model import TIERS, JobReport, Memory, MemoryIn, TierName
@@ -147,12 +149,11 @@ class Consolidator:
             olds[w.target.id] = w.target
             sources.setdefault(w.target.id, []).extend(w.sources)
         new_ids = {m.id for ms in sources.values() for m in ms}
-        wanted = [i for old in olds.values() for i in old.source_ids if i not in new_ids]
-        known = {m.id: m for m in self._fetch(wanted)}
+        known = self._known([i for o in olds.values() for i in o.source_ids if i not in new_ids])
         by_tier: dict[TierName, list[Memory]] = {}
         for tid, old in olds.items():
             mine = [known[i] for i in old.source_ids if i in known and i not in new_ids]
-            every = sorted([*mine, *sources[tid]], key=lambda m: (m.created_at, m.id))
+            every: list[Source] = sorted([*mine, *sources[tid]], key=lambda m: (m.created_at, m.id))
             changes = {
                 "text": self._summary(every),
                 "embedding": centroid(every),
@@ -173,23 +174,27 @@ class Consolidator:
             embedding=centroid(sources) if w.centre is None else w.centre,
         )  # fmt: skip
 
-    def _summary(self, sources: Sequence[Memory]) -> str:
+    def _summary(self, sources: Sequence[Source]) -> str:
         texts = [m.text for m in sources]
         body = cut_text(self.summarizer.summarize(texts).strip(), MAX_SUMMARY_CHARS)
         note = span_note(len(sources), sources[0].created_at, sources[-1].created_at)
         return f"{body} {note}" if body else note
 
-    def _fetch(self, ids: Sequence[str]) -> list[Memory]:
-        """The memories of `ids`, each from its hottest tier (missing ones skipped)."""
-        out: list[Memory] = []
+    def _known(self, ids: Sequence[str]) -> dict[str, KnownSource]:
+        """What growing reads of the sources of `ids`, each from its hottest tier
+        (missing ones skipped): columns, not Memory objects (~20 µs each)."""
+        out: dict[str, KnownSource] = {}
         todo = list(ids)
         for tier in TIERS:
-            if not todo:
-                break
-            got = schema.to_memories(self.backends.tiers[tier].get(todo), tier)
-            out += got
-            seen = {m.id for m in got}
-            todo = [i for i in todo if i not in seen]
+            rows = self.backends.tiers[tier].get(todo) if todo else None
+            if rows is None or not rows.num_rows:
+                continue
+            us = pc.cast(rows["created_at"], pa.int64()).to_pylist()
+            texts, importance = rows["text"].to_pylist(), rows["importance"].to_pylist()
+            vecs = schema.vectors(rows)
+            for r, id_ in enumerate(rows["id"].to_pylist()):
+                out[id_] = KnownSource(id_, texts[r], vecs[r], from_us(us[r]), importance[r])
+            todo = [i for i in todo if i not in out]
         return out
 
     def _log(self, done: list[Work], run: str, now: datetime) -> list[Work]:
@@ -226,7 +231,17 @@ def _target(w: Work) -> str | None:
     return w.target.id
 
 
-def _span(sources: Sequence[Memory]) -> dict[str, Any]:
+class KnownSource(NamedTuple):
+    """A source a grown memory already had, as `_known` reads it (a `Source`)."""
+
+    id: str
+    text: str
+    embedding: np.ndarray
+    created_at: datetime
+    importance: float
+
+
+def _span(sources: Sequence[Source]) -> dict[str, Any]:
     """A consolidated memory's metadata: how many episodes, first and last (oldest first)."""
     return {
         "consolidated_from": len(sources),
