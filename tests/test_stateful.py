@@ -192,8 +192,8 @@ def make_machine(redis_url: str, on_full: str = "evict") -> type[RuleBasedStateM
             self._follow()
             return multiple(*got[:1])
 
-        @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(200, 203))
-        def add_topic(self, ns: str, seed: int) -> str:
+        @rule(target=ids, ns=st.sampled_from(NAMESPACES), seed=st.integers(200, 201))
+        def add_topic(self, ns: str, seed: int) -> object:
             """Four near-identical episodes: something for consolidation to cluster
             (min_cluster 3), even after the bundle's one is deleted or moved."""
             got = []
@@ -209,8 +209,11 @@ def make_machine(redis_url: str, on_full: str = "evict") -> type[RuleBasedStateM
             self._follow()
             return multiple(*got[:1])
 
-        @rule()
-        def consolidate(self) -> None:
+        @rule(target=ids, cool=st.booleans())
+        def consolidate(self, cool: bool) -> object:
+            """Its new memories join the bundle, so later rules move, update and
+            delete them, and add_topic's episodes grow them where they are; with
+            `cool` they go to L3 at once (as `l2.idle` would send them)."""
             self.now += timedelta(hours=2)
             before = set(self.model)
             report = self.mem.run("consolidate")
@@ -227,15 +230,27 @@ def make_machine(redis_url: str, on_full: str = "evict") -> type[RuleBasedStateM
             for m in every.values():
                 target = m.metadata.get("consolidated_into")
                 if m.kind == "episodic" and target is not None:
-                    assert m.tier == "l3" and into.get(m.id) == target
-                    assert every[str(target)].namespace == m.namespace
+                    assert m.tier == "l3"
+                    if target in every:
+                        assert into.get(m.id) == target
+                        assert every[str(target)].namespace == m.namespace
+                    else:  # a user deleted its memory: it stays consolidated, not redone
+                        assert m.id not in into and target not in self.model
                     self.model[m.id]["tier"] = "l3"
                 elif m.kind == "semantic":
+                    had = self.model.get(m.id, {}).get("sources")
+                    if isinstance(had, int) and len(m.source_ids) > had:
+                        event(f"consolidation grew a memory in {m.tier}")
                     self.model[m.id] = {"ns": m.namespace, "tier": m.tier, "expires": None}
                     self.model[m.id]["importance"] = m.importance
+                    self.model[m.id]["sources"] = len(m.source_ids)
             assert set(every) == set(self.model)
             self.events_seen = len(list(self.mem.events.read()))  # checked above instead
             event(f"consolidated: {'some' if report.merged else 'none'}")
+            made = [i for i, m in every.items() if m.kind == "semantic" and i not in before]
+            for id_ in made if cool else []:
+                self._to(id_, "l3")
+            return multiple(*made)
 
         # One rule per job (not one rule for all), so each is picked as often as a write.
         @rule(minutes=st.sampled_from([0, 30, 120, 3000]))
