@@ -277,16 +277,13 @@ def test_large_namespace_uses_the_index(
 
 # -- crashes -----------------------------------------------------------------------------------
 
-CHILD = textwrap.dedent(
+# What both crash children start with: imports, unit(seed, eps, s2) (a unit vector,
+# or one at angle ~eps from it), and `old` (a day ago: past every min_age).
+PRELUDE = textwrap.dedent(
     """
     import json, os, sys
     from datetime import UTC, datetime, timedelta
     import numpy as np, tiermem, tiermem.consolidate_apply
-    path, url, prefix, point, chunk = sys.argv[1:6]
-    tiermem.consolidate_apply.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
-    mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
-                       **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
-                          "moves.batch": 2, "moves.cold_batch": 2}})
     def unit(seed, eps=0.0, s2=0):
         v = np.random.default_rng(seed).standard_normal({dim}).astype(np.float32)
         v /= np.linalg.norm(v)
@@ -296,6 +293,16 @@ CHILD = textwrap.dedent(
             v = v + eps * n / np.linalg.norm(n)
         return v / np.linalg.norm(v)
     old = datetime.now(UTC) - timedelta(days=1)
+    """
+).format(dim=DIM)
+
+CHILD = PRELUDE + textwrap.dedent(
+    """
+    path, url, prefix, point, chunk = sys.argv[1:6]
+    tiermem.consolidate_apply.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
+    mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
+                       **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim},
+                          "moves.batch": 2, "moves.cold_batch": 2}})
     ids = []
     for c in range(3):
         for i in range(4):
@@ -433,23 +440,11 @@ def test_new_episodes_grow_a_consolidated_memory_gone_cold(
     assert mem.plan("consolidate").actions == []  # converged
 
 
-GROW_CHILD = textwrap.dedent(
+GROW_CHILD = PRELUDE + textwrap.dedent(
     """
-    import json, os, sys
-    from datetime import UTC, datetime, timedelta
-    import numpy as np, tiermem
     path, url, prefix, point, where = sys.argv[1:6]
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim}}})
-    def unit(seed, eps=0.0, s2=0):
-        v = np.random.default_rng(seed).standard_normal({dim}).astype(np.float32)
-        v /= np.linalg.norm(v)
-        if eps:
-            n = np.random.default_rng(s2).standard_normal({dim}).astype(np.float32)
-            n -= (n @ v) * v
-            v = v + eps * n / np.linalg.norm(n)
-        return v / np.linalg.norm(v)
-    old = datetime.now(UTC) - timedelta(days=1)
     def episodes(first, n):
         return [mem.add(f"cluster {{c}} item {{i}}", namespace="c",
                         embedding=unit(c, 0.15, 100 * c + i), created_at=old).id

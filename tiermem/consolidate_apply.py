@@ -182,7 +182,8 @@ class Consolidator:
 
     def _known(self, ids: Sequence[str]) -> dict[str, KnownSource]:
         """What growing reads of the sources of `ids`, each from its hottest tier
-        (missing ones skipped): columns, not Memory objects (~20 µs each)."""
+        (missing ones skipped): columns, not a Memory each (building those was
+        most of the read: 100k sources from L3, ~2 of 3.3 s)."""
         out: dict[str, KnownSource] = {}
         todo = list(ids)
         for tier in TIERS:
