@@ -15,8 +15,8 @@ needs) and a zstd Parquet write of its rows, fsynced (where the episodes
 go). It leaves out reading L1, clustering itself, summarising and the
 semantic memories' writes, so it is an upper bound, not a target.
 
-Then growth: one more episode a topic (its first episode plus the same
-noise again) is added, the clock moves 2 h, and a second `run("consolidate")`
+Then growth: one more episode a topic (its first episode's vector plus
+`NOISE` once more) is added, the clock moves 2 h, and a second `run("consolidate")`
 is timed: each joins its topic's semantic memory, which gets a new version
 re-summarised and re-averaged from all its sources (most of them in L3 by
 then). Its limit is the same raw work on the new episodes.

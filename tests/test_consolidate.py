@@ -296,8 +296,21 @@ PRELUDE = textwrap.dedent(
     """
 ).format(dim=DIM)
 
-CHILD = PRELUDE + textwrap.dedent(
+# ... and what both end with: the acked ids saved, the failpoint armed, one run.
+EPILOGUE = textwrap.dedent(
     """
+    with open(path + "/acked.json", "w") as fh:
+        json.dump(ids, fh)
+    os.environ["TIERMEM_FAILPOINT"] = point
+    mem.run("consolidate")
+    print("finished without crashing", flush=True)
+    """
+)
+
+CHILD = (
+    PRELUDE
+    + textwrap.dedent(
+        """
     path, url, prefix, point, chunk = sys.argv[1:6]
     tiermem.consolidate_apply.CHUNK_SOURCES = int(chunk)  # 4: one cluster a chunk
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
@@ -313,13 +326,10 @@ CHILD = PRELUDE + textwrap.dedent(
     for i in range(3):
         m = mem.add(f"loner {{i}}", namespace="c", embedding=unit(50 + i), created_at=old)
         ids.append(m.id)
-    with open(path + "/acked.json", "w") as fh:
-        json.dump(ids, fh)
-    os.environ["TIERMEM_FAILPOINT"] = point
-    mem.run("consolidate")
-    print("finished without crashing", flush=True)
     """
-).format(dim=DIM)
+    ).format(dim=DIM)
+    + EPILOGUE
+)
 
 # (failpoint, sources per chunk of steps (a)-(b)): the default chunk holds all three
 # clusters; with 4, a kill lands between one cluster's steps and the next's
@@ -440,8 +450,10 @@ def test_new_episodes_grow_a_consolidated_memory_gone_cold(
     assert mem.plan("consolidate").actions == []  # converged
 
 
-GROW_CHILD = PRELUDE + textwrap.dedent(
-    """
+GROW_CHILD = (
+    PRELUDE
+    + textwrap.dedent(
+        """
     path, url, prefix, point, where = sys.argv[1:6]
     mem = tiermem.open(path, embedder=tiermem.HashingEmbedder({dim}),
                        **{{"l1.url": url, "l1.prefix": prefix, "embedding.dim": {dim}}})
@@ -455,13 +467,10 @@ GROW_CHILD = PRELUDE + textwrap.dedent(
         if where != "l1":
             mem.demote(m.id, to=where)
     ids += episodes(4, 2)  # two more a cluster: each memory grows
-    with open(path + "/acked.json", "w") as fh:
-        json.dump(ids, fh)
-    os.environ["TIERMEM_FAILPOINT"] = point
-    mem.run("consolidate")
-    print("finished without crashing", flush=True)
     """
-).format(dim=DIM)
+    ).format(dim=DIM)
+    + EPILOGUE
+)
 
 
 @pytest.mark.slow
