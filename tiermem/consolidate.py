@@ -4,7 +4,8 @@ For each kind whose policy has ``consolidate:`` (episodic by default), per
 namespace, over its memories in L1 and L2 and its consolidated memories
 (kind ``into``, with ``source_ids``) in L3: the episodes consolidated before
 are in L3 and stay out of the plan, while a consolidated memory gone cold
-can still grow, and finish a crashed run (step 1):
+can still grow, and finish a crashed run (step 1). L3 is read only for a
+namespace whose L1 or L2 holds an episode not yet consolidated:
 
 1. **finish**: episodes already listed in the ``source_ids`` of a current
    consolidated memory (one with ``source_ids``), or marked
@@ -67,10 +68,9 @@ covers its sources. A grown version replaces its row in the tier it is in
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
 from typing import Protocol
 
 import numpy as np
@@ -156,6 +156,9 @@ class Merges(LazyActions):
         return iter(self.rows)
 
 
+Ruled = Sequence[tuple[str, ConsolidateRules]]  # (kind, its consolidate rules), per kind
+
+
 def _unit(mat: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(mat, axis=-1, keepdims=True)
     out: np.ndarray = (mat / np.where(norms == 0, 1, norms)).astype(np.float32)
@@ -184,16 +187,23 @@ def centroid(memories: Sequence[Source]) -> np.ndarray:
     return _unit(mean)
 
 
-def _rows(backends: Backends, namespace: str, into: Collection[str]) -> list[Memory]:
-    """One copy of each memory of `namespace` in L1 and L2, and of its consolidated
-    memories of the `into` kinds in L3 (they may still grow, and a crashed run's
-    memory may have gone cold since); newest version, then hotter, wins."""
-    hot_warm: tuple[TierName, ...] = ("l1", "l2")
-    tables: Iterator[tuple[TierName, pa.Table]] = chain(
-        ((tier, t) for tier in hot_warm for t in backends.tiers[tier].scan(namespace)),
-        (("l3", backends.l3.consolidated(namespace, kind)) for kind in sorted(into)),
-    )
+def _rows(backends: Backends, namespace: str, ruled: Ruled) -> list[Memory]:
+    """One copy of each memory of `namespace` in L1 and L2 (newest version, then
+    hotter), and, where these hold an episode of a consolidating kind not yet
+    consolidated, of its consolidated memories of the ``into`` kinds in L3 (they
+    may still grow, and a crashed run's memory may have gone cold since)."""
     best: dict[str, Memory] = {}
+    hot_warm: tuple[TierName, ...] = ("l1", "l2")
+    _keep(best, ((tier, t) for tier in hot_warm for t in backends.tiers[tier].scan(namespace)))
+    kinds = {kind for kind, _ in ruled}
+    if any(m.kind in kinds and not m.source_ids for m in best.values()):  # else nothing to do
+        into = sorted({rules.into for _, rules in ruled})
+        _keep(best, (("l3", backends.l3.consolidated(namespace, kind)) for kind in into))
+    return sorted(best.values(), key=lambda m: (m.created_at, m.id))
+
+
+def _keep(best: dict[str, Memory], tables: Iterable[tuple[TierName, pa.Table]]) -> None:
+    """Add the rows of `tables` to `best`, one copy per id (`moves.winner`'s)."""
     for tier, table in tables:
         for m in schema.to_memories(table, tier):
             old = best.get(m.id)
@@ -202,7 +212,6 @@ def _rows(backends: Backends, namespace: str, into: Collection[str]) -> list[Mem
                 m.version,
             ):
                 best[m.id] = m
-    return sorted(best.values(), key=lambda m: (m.created_at, m.id))
 
 
 def plan(backends: Backends, policy: Policy, now: datetime) -> Consolidation:
@@ -214,9 +223,8 @@ def plan(backends: Backends, policy: Policy, now: datetime) -> Consolidation:
         out.notes.append("consolidation is off for every kind in this policy")
         return out
     namespaces = sorted(backends.l1.namespaces() | backends.l2.namespaces())
-    into = {rules.into for _, rules in ruled}
     for ns in namespaces:
-        rows = _rows(backends, ns, into)
+        rows = _rows(backends, ns, ruled)
         for kind, rules in ruled:
             out.work += _plan_group(ns, kind, rules, rows, now)
     return out
